@@ -1,0 +1,135 @@
+"""Multi-scale CAM inference (METHODS.md section 1) and CAM scoring with a background-threshold sweep.
+
+CAM_k = sum over scales and flips of ReLU(W_k^T Z) (before the sigmoid) upsampled to the image,
+then divided by its maximum per class. Only the classes of the image-level label are kept.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .metrics import ConfusionMatrix
+
+EPS = 1e-5
+
+
+def normalise_per_class(cams: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) non-negative maps divided by each map's maximum (all-zero maps stay zero)."""
+    peak = cams.flatten(1).amax(1).clamp_min(EPS)
+    return cams / peak[:, None, None]
+
+
+def _accumulate(model, batch: torch.Tensor, keys: Sequence[Sequence[int]], out_size: tuple[int, int],
+                flip: bool) -> list[torch.Tensor]:
+    """CAMs of a batch of same-size images at one scale (with their flips in the same forward pass)."""
+    n = batch.shape[0]
+    inputs = torch.cat([batch, batch.flip(-1)]) if flip else batch
+    maps = F.relu(model(inputs))
+    results = []
+    for i in range(n):
+        idx = torch.as_tensor(list(keys[i]), dtype=torch.long, device=maps.device)
+        m = maps[i, idx]
+        if flip:
+            m = m + maps[n + i, idx].flip(-1)
+        results.append(F.interpolate(m[None], size=out_size, mode="bilinear", align_corners=False)[0])
+    return results
+
+
+def _scaled(images: torch.Tensor, scale: float) -> torch.Tensor:
+    if scale == 1.0:
+        return images
+    h, w = images.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.inference_mode()
+def multiscale_cams(model, images: torch.Tensor, keys: Sequence[Sequence[int]], scales: Sequence[float],
+                    flip: bool = True) -> list[torch.Tensor]:
+    """CAMs for a batch of same-size images (B, 3, H, W) in [0, 1]: one forward pass per scale.
+
+    Returns, per image, a (len(keys[i]), H, W) float tensor normalised per class.
+    """
+    out_size = tuple(images.shape[-2:])
+    total = [torch.zeros((len(k), *out_size), device=images.device) for k in keys]
+    for scale in scales:
+        for acc, cam in zip(total, _accumulate(model, _scaled(images, scale), keys, out_size, flip)):
+            acc += cam
+    return [normalise_per_class(t) for t in total]
+
+
+@torch.inference_mode()
+def reference_cam(model, image: torch.Tensor, keys: Sequence[int], scales: Sequence[float],
+                  flip: bool = True) -> torch.Tensor:
+    """The plain loop (one image, one scale, one flip per forward pass): the benchmark's reference."""
+    out_size = tuple(image.shape[-2:])
+    total = torch.zeros((len(keys), *out_size), device=image.device)
+    idx = torch.as_tensor(list(keys), dtype=torch.long, device=image.device)
+    for scale in scales:
+        x = _scaled(image[None], scale)
+        for flipped in ([False, True] if flip else [False]):
+            inp = x.flip(-1) if flipped else x
+            m = F.relu(model(inp))[0, idx]
+            m = m.flip(-1) if flipped else m
+            total += F.interpolate(m[None], size=out_size, mode="bilinear", align_corners=False)[0]
+    return normalise_per_class(total)
+
+
+def group_by_size(sizes: dict[str, tuple[int, int]], batch_size: int) -> list[list[str]]:
+    """Batches of ids whose images share a size, in a deterministic order."""
+    groups: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for image_id in sorted(sizes):
+        groups[sizes[image_id]].append(image_id)
+    batches = []
+    for size in sorted(groups):
+        ids = groups[size]
+        batches += [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+    return batches
+
+
+def labels_from_cams(cams: np.ndarray, keys: Sequence[int], threshold: float) -> np.ndarray:
+    """VOC label map: argmax over [threshold, CAM_k of present classes]; class k is label k + 1."""
+    if len(keys) == 0:
+        return np.zeros(cams.shape[1:], dtype=np.uint8)
+    bg = np.full((1, *cams.shape[1:]), threshold, dtype=np.float32)
+    stacked = np.concatenate([bg, cams.astype(np.float32)])
+    lut = np.array([0, *[k + 1 for k in keys]], dtype=np.uint8)
+    return lut[stacked.argmax(0)]
+
+
+def sweep_thresholds(items: Iterable[tuple[np.ndarray, Sequence[int], np.ndarray]],
+                     thresholds: Sequence[float]) -> tuple[dict, list[dict]]:
+    """Scores CAMs against ground truth at every background threshold (one confusion matrix each).
+
+    items: (cams (C, H, W), keys, gt mask). Returns the best threshold's summary (with "threshold")
+    and the whole curve [{threshold, miou}].
+    """
+    matrices = {t: ConfusionMatrix() for t in thresholds}
+    for cams, keys, gt in items:
+        if cams.shape[1:] != gt.shape:
+            raise ValueError(f"CAM size {cams.shape[1:]} differs from ground truth {gt.shape}")
+        for t, cm in matrices.items():
+            cm.update(labels_from_cams(cams, keys, t), gt)
+    curve = [{"threshold": t, "miou": cm.summary()["miou"]} for t, cm in matrices.items()]
+    best = max(curve, key=lambda c: (c["miou"], -c["threshold"]))
+    summary = matrices[best["threshold"]].summary()
+    return {"miou": summary["miou"], "threshold": best["threshold"], "per_class": summary["per_class"],
+            "absent": summary["absent"]}, curve
+
+
+def save_cam(path: Path, cams: np.ndarray, keys: Sequence[int]) -> None:
+    from .io import save_npz
+
+    save_npz(path, cams=np.asarray(cams, dtype=np.float16), keys=np.asarray(keys, dtype=np.int64))
+
+
+def load_cam(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: CAM file not found; run the make_cam stage first")
+    with np.load(path) as f:
+        return f["cams"].astype(np.float32), f["keys"].astype(np.int64)

@@ -1,0 +1,110 @@
+"""The text-image matcher interface shared by CLIMS training, the zero-shot baseline and TAS.
+
+A matcher is frozen (eval mode, no parameter requires grad) but differentiable with respect to
+its input images, so losses can push gradients through it into a CAM network. Images come in as
+float RGB in [0, 1] of any size; each matcher resizes and normalises them its own way. Concepts are
+raw names ('cat', 'dining table', 'river'); a matcher applies its own prompt template.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Similarities are clamped into this open interval so that log(s) and log(1 - s) stay finite.
+SIM_MIN = 1e-4
+SIM_MAX = 0.9999
+
+
+class Matcher(torch.nn.Module):
+    """Frozen image/concept scorer. Subclasses implement `_encode_pixels`, `_encode_concept_batch`,
+    `similarity` and `logits`; the caching, resizing and freezing live here."""
+
+    input_size: int = 224
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._concept_cache: dict[str, Tensor] = {}
+
+    # ---- freezing -------------------------------------------------------------------------
+    def freeze(self) -> "Matcher":
+        """Eval mode and requires_grad=False on every parameter (gradients still reach the inputs)."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> "Matcher":
+        # A matcher never trains: keep batch-norm statistics and dropout fixed even if a parent
+        # module calls .train() on everything it holds.
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def _apply(self, fn, *args, **kwargs):
+        # Moving the matcher (.to(device)) must move the cached concept features too.
+        out = super()._apply(fn, *args, **kwargs)
+        self._concept_cache = {k: fn(v) for k, v in self._concept_cache.items()}
+        return out
+
+    # ---- images ---------------------------------------------------------------------------
+    def resize(self, images: Tensor) -> Tensor:
+        """(N,3,H,W) in [0,1] -> (N,3,S,S) with S = input_size (bilinear), validated."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images: expected a float tensor (N,3,H,W), got shape {tuple(images.shape)}")
+        images = images.to(self.device, torch.float32)
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+                                   align_corners=False)
+        return images
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """(N,3,H,W) float RGB in [0,1] -> (N,D) features (resized and normalised inside)."""
+        return self._encode_pixels(self.resize(images))
+
+    def _encode_pixels(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # ---- concepts -------------------------------------------------------------------------
+    def encode_concepts(self, concepts: Sequence[str]) -> Tensor:
+        """(M,D) features of the concepts; each concept string is computed once and cached."""
+        if isinstance(concepts, str):
+            raise ValueError("concepts: expected a sequence of strings, got a single string")
+        missing = [c for c in dict.fromkeys(concepts) if c not in self._concept_cache]
+        if missing:
+            with torch.no_grad():
+                feats = self._encode_concept_batch(missing)
+            for name, f in zip(missing, feats):
+                self._concept_cache[name] = f.detach()
+        if not concepts:
+            raise ValueError("concepts: expected at least one concept")
+        return torch.stack([self._concept_cache[c] for c in concepts])
+
+    def _encode_concept_batch(self, concepts: list[str]) -> Tensor:
+        raise NotImplementedError
+
+    def check_concepts(self, concepts: Sequence[str], *, background: bool) -> list[str]:
+        """The concepts this matcher can score. Open-vocabulary matchers accept everything."""
+        return list(concepts)
+
+    # ---- scores ---------------------------------------------------------------------------
+    def similarity(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
+        """(N,M) scores in [SIM_MIN, SIM_MAX]."""
+        raise NotImplementedError
+
+    def logits(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
+        """(N,M) unbounded scores for softmax / GradCAM."""
+        raise NotImplementedError
+
+    def score(self, images: Tensor, concepts: Sequence[str]) -> Tensor:
+        return self.similarity(self.encode_images(images), self.encode_concepts(concepts))
+
+    def gradcam_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(feature map (N,C,h,w) in the graph, image features (N,D)) for GradCAM."""
+        raise NotImplementedError(f"{type(self).__name__} does not support GradCAM")

@@ -1,0 +1,27 @@
+"""One entry point that builds the matcher named by params `guide.kind`."""
+from __future__ import annotations
+
+import torch
+
+from textwsss.guide.base import Matcher
+
+KINDS = ("open_clip", "imagenet")
+
+
+def build_matcher(kind: str, *, arch: str = "ViT-B-32", pretrained: str | None = "openai",
+                  prompt: str = "a photo of a {}.", temperature: float = 1.0,
+                  device: str | torch.device = "cpu") -> Matcher:
+    """A frozen matcher on `device`.
+
+    kind: 'open_clip' (real CLIP; uses arch, pretrained = tag / local checkpoint path / 'none', prompt)
+          or 'imagenet' (offline EfficientNet-Lite0 stand-in; uses temperature of its calibrated sigmoid).
+    """
+    if kind == "open_clip":
+        from textwsss.guide.open_clip_matcher import OpenClipMatcher
+        matcher: Matcher = OpenClipMatcher(arch=arch, pretrained=pretrained, prompt=prompt)
+    elif kind == "imagenet":
+        from textwsss.guide.imagenet_matcher import ImageNetMatcher
+        matcher = ImageNetMatcher(temperature=temperature)
+    else:
+        raise ValueError(f"guide.kind: expected one of {KINDS}, got {kind!r}")
+    return matcher.to(device)

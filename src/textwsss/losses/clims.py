@@ -1,0 +1,129 @@
+"""CLIMS losses (Xie et al., CVPR 2022): text-driven supervision of sigmoid activation maps.
+
+For every present (image b, class k) pair, the map P_k and the image are resized to the matcher's
+input size; the foreground X*P_k and background X*(1-P_k) are scored against concepts by a frozen
+matcher (all of them in ONE encode_images call per step):
+- OTM = -sum_k y_k log s(fg_k, text_k)                        the object region matches its label
+- BTM = -sum_k y_k log(1 - s(bg_k, text_k))                   the rest of the image does not
+- CBS = -sum_k sum_l y_k [s > thr] log(1 - s(fg_k, word_l))   the object region does not match
+                                                              co-occurring background words
+- REG = mean of P over the whole batch, all K channels, h, w (the paper's REG: keeps maps small;
+        absent classes are included on purpose, so their maps are pushed to zero too)
+OTM, BTM and CBS are summed over classes per image and averaged over the B images of the batch.
+total = alpha*OTM + beta*BTM + gamma*CBS + delta*REG.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from textwsss.guide.base import SIM_MAX, SIM_MIN, Matcher
+from textwsss.voc import CLASS_NAMES
+
+
+def _background_words(background_concepts: Sequence[str] | Mapping[str, Sequence[str]],
+                      class_concepts: Sequence[str]) -> tuple[list[str], Tensor]:
+    """All background words and a (K, L) bool table: may word l penalise class k?"""
+    k_count = len(class_concepts)
+    if isinstance(background_concepts, Mapping):
+        words = list(dict.fromkeys(w for ws in background_concepts.values() for w in ws))
+        allowed = torch.zeros(k_count, len(words), dtype=torch.bool)
+        for k, name in enumerate(class_concepts):
+            # A mapping may be keyed by the prompt name ('dining table') or the VOC name ('diningtable').
+            own = background_concepts.get(name)
+            if own is None and k_count == len(CLASS_NAMES):
+                own = background_concepts.get(CLASS_NAMES[k])
+            for w in own or ():
+                allowed[k, words.index(w)] = True
+        return words, allowed
+    if isinstance(background_concepts, str):
+        raise ValueError("background_concepts: expected a list of words or a mapping, got a single string")
+    words = list(background_concepts)
+    return words, torch.ones(k_count, len(words), dtype=torch.bool)
+
+
+def _per_image_mean(values: Tensor, image_index: Tensor, batch: int) -> Tensor:
+    """Sum the per-pair values of each image, then average over the B images."""
+    per_image = torch.zeros(batch, dtype=values.dtype, device=values.device).index_add(0, image_index, values)
+    return per_image.mean()
+
+
+def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, class_concepts: Sequence[str],
+               background_concepts: Sequence[str] | Mapping[str, Sequence[str]], *, alpha: float = 10.0,
+               beta: float = 24.0, gamma: float = 1.0, delta: float = 0.2, cbs_threshold: float = 0.26,
+               class_weights: Tensor | None = None) -> dict[str, Tensor]:
+    """CLIMS loss terms and their weighted total.
+
+    maps: (B,K,h,w) sigmoid activation maps in [0,1]; images: (B,3,H,W) RGB in [0,1];
+    labels: (B,K) multi-hot; class_concepts: K concept names given to the matcher (e.g. readable
+    VOC names); background_concepts: one shared word list, or {class name: words} (classes missing
+    from the mapping get no CBS term). alpha/beta/gamma/delta weight OTM/BTM/CBS/REG (CLIMS VOC
+    defaults 10/24/1/0.2); cbs_threshold: a (class, word) pair counts in CBS only where its
+    similarity exceeds it (0.26 on VOC in the public code; 0 counts every pair); class_weights:
+    optional (K,) factors on the per-class OTM and BTM terms.
+    Returns {'otm', 'btm', 'cbs', 'reg', 'total'} (scalars).
+    """
+    if maps.ndim != 4:
+        raise ValueError(f"maps: expected (B,K,h,w), got shape {tuple(maps.shape)}")
+    batch, k_count = maps.shape[:2]
+    if labels.shape != (batch, k_count):
+        raise ValueError(f"labels: expected shape ({batch}, {k_count}), got {tuple(labels.shape)}")
+    if images.ndim != 4 or images.shape[0] != batch or images.shape[1] != 3:
+        raise ValueError(f"images: expected ({batch},3,H,W), got {tuple(images.shape)}")
+    if len(class_concepts) != k_count:
+        raise ValueError(f"class_concepts: expected {k_count} names (one per map channel), got {len(class_concepts)}")
+    if class_weights is not None and class_weights.shape != (k_count,):
+        raise ValueError(f"class_weights: expected shape ({k_count},), got {tuple(class_weights.shape)}")
+
+    reg = maps.mean()
+    zero = maps.sum() * 0.0  # keeps the graph (and dtype/device) when no term applies
+    image_index, class_index = torch.nonzero(labels > 0.5, as_tuple=True)
+    if image_index.numel() == 0:
+        total = delta * reg
+        return {"otm": zero, "btm": zero, "cbs": zero, "reg": reg, "total": total}
+
+    size = (matcher.input_size, matcher.input_size)
+    pair_maps = F.interpolate(maps[image_index, class_index].unsqueeze(1), size=size, mode="bilinear",
+                              align_corners=False)
+    pair_images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)[image_index]
+    pair_images = pair_images.to(pair_maps.dtype)
+    n_pairs = pair_maps.shape[0]
+    # One matcher pass for every foreground and background of the batch.
+    feats = matcher.encode_images(torch.cat([pair_images * pair_maps, pair_images * (1.0 - pair_maps)]))
+
+    words, allowed = _background_words(background_concepts, class_concepts)
+    concept_feats = matcher.encode_concepts(list(class_concepts) + words)
+    sim = matcher.similarity(feats, concept_feats).clamp(SIM_MIN, SIM_MAX)
+    rows = torch.arange(n_pairs, device=sim.device)
+    class_index_dev = class_index.to(sim.device)
+    s_fg = sim[:n_pairs][rows, class_index_dev]
+    s_bg = sim[n_pairs:][rows, class_index_dev]
+
+    weights = class_weights.to(sim.device, sim.dtype)[class_index_dev] if class_weights is not None else 1.0
+    image_index_dev = image_index.to(sim.device)
+    otm = _per_image_mean(-weights * torch.log(s_fg), image_index_dev, batch)
+    btm = _per_image_mean(-weights * torch.log(1.0 - s_bg), image_index_dev, batch)
+
+    if words:
+        s_words = sim[:n_pairs, k_count:]
+        counted = (s_words > cbs_threshold) & allowed.to(sim.device)[class_index_dev]
+        cbs_pairs = (-torch.log(1.0 - s_words) * counted).sum(dim=1)
+        cbs = _per_image_mean(cbs_pairs, image_index_dev, batch)
+    else:
+        cbs = zero
+    total = alpha * otm + beta * btm + gamma * cbs + delta * reg
+    return {"otm": otm, "btm": btm, "cbs": cbs, "reg": reg, "total": total}
+
+
+def bce_loss(logits_map: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Plain CAM baseline: global average pooling of the pre-sigmoid maps (B,K,h,w), then binary
+    cross-entropy against the (B,K) multi-hot labels, averaged over B*K. Returns {'bce', 'total'}."""
+    if logits_map.ndim != 4 or labels.shape != logits_map.shape[:2]:
+        raise ValueError(f"logits_map (B,K,h,w) and labels (B,K) disagree: {tuple(logits_map.shape)} vs "
+                         f"{tuple(labels.shape)}")
+    pooled = logits_map.mean(dim=(2, 3))
+    bce = F.binary_cross_entropy_with_logits(pooled, labels.to(pooled.dtype))
+    return {"bce": bce, "total": bce}

@@ -1,0 +1,302 @@
+"""params.yaml, typed and validated in one place.
+
+Every stage calls `load_params()` before any work. An unknown key, a wrong type or an out-of-range
+value stops it with a `ParamsError` naming the key path, the value given and what was expected.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .voc import CLASS_NAMES
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0, le=1)]
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Section(BaseModel):
+    """Strict: no coercion of strings into numbers, no unknown keys."""
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataParams(Section):
+    root: str = "../shared/voc-mini"
+    train_split: str = "train"
+    val_split: str = "val"
+    workers: NonNegInt = 0
+
+    def root_path(self) -> Path:
+        """Relative roots are taken from the repository root, so every stage sees the same folder."""
+        root = Path(self.root)
+        return root if root.is_absolute() else (REPO_ROOT / root).resolve()
+
+
+class GuideParams(Section):
+    kind: Literal["imagenet", "open_clip"] = "imagenet"
+    arch: str = "ViT-B-32"
+    pretrained: str = "openai"
+    prompt: str = "a photo of a {}."
+    temperature: PosFloat = 1.0
+    calibrate: bool = True
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_slot(cls, v: str) -> str:
+        if "{}" not in v:
+            raise ValueError("the prompt template must contain '{}' where the concept goes")
+        return v
+
+
+def _check_class_keys(mapping: dict, what: str) -> dict:
+    unknown = sorted(set(mapping) - set(CLASS_NAMES))
+    if unknown:
+        raise ValueError(f"{what} has unknown class names {unknown}; expected names from {list(CLASS_NAMES)}")
+    return mapping
+
+
+class ClimsParams(Section):
+    alpha: NonNegFloat = 10.0
+    beta: NonNegFloat = 24.0
+    gamma: NonNegFloat = 1.0
+    delta: NonNegFloat = 0.2
+    cbs_threshold: Prob = 0.26
+    class_weights: dict[str, PosFloat] = {}
+    synonyms: dict[str, list[str]] = {}
+    background_words: Union[list[str], dict[str, list[str]]] = [
+        "tree", "river", "sea", "lake", "water", "railway", "railroad", "track", "stone", "rocks"]
+
+    @field_validator("class_weights", "synonyms")
+    @classmethod
+    def _known_classes(cls, v: dict) -> dict:
+        return _check_class_keys(v, "the mapping")
+
+    @field_validator("background_words")
+    @classmethod
+    def _known_bg_classes(cls, v):
+        return _check_class_keys(v, "the per-class background dictionary") if isinstance(v, dict) else v
+
+
+class TrainCommon(Section):
+    epochs: PosInt = 5
+    batch_size: PosInt = 8
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: PosFloat = 0.01
+    momentum: Prob = 0.9
+    weight_decay: NonNegFloat = 1e-4
+    poly_power: NonNegFloat = 0.9
+    crop_size: PosInt = 256
+    scale_range: list[PosFloat] = [0.75, 1.25]
+    flip: bool = True
+    amp: bool = True
+    nproc_per_node: PosInt = 1
+
+    @field_validator("scale_range")
+    @classmethod
+    def _range(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or v[0] > v[1]:
+            raise ValueError("expected [low, high] with low <= high")
+        return v
+
+
+class TrainCamParams(TrainCommon):
+    loss: Literal["clims", "bce"] = "clims"
+    backbone: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"
+    pretrained: str = "imagenet"
+    output_stride: Literal[8, 16, 32] = 16
+    head_lr_mult: PosFloat = 10.0
+    resize_long: list[PosInt] = [256, 384]
+
+    @field_validator("resize_long")
+    @classmethod
+    def _long(cls, v: list[int]) -> list[int]:
+        if len(v) != 2 or v[0] > v[1]:
+            raise ValueError("expected [low, high] with low <= high")
+        return v
+
+
+class ThresholdSweep(Section):
+    start: Prob = 0.05
+    stop: Prob = 0.60
+    step: PosFloat = 0.05
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.start > self.stop:
+            raise ValueError(f"start {self.start} is above stop {self.stop}")
+        return self
+
+    def values(self) -> list[float]:
+        n = int(round((self.stop - self.start) / self.step)) + 1
+        return [round(self.start + i * self.step, 6) for i in range(n)]
+
+
+class MakeCamParams(Section):
+    scales: list[PosFloat] = [1.0, 0.5, 1.5, 2.0]
+    flip: bool = True
+    max_side: NonNegInt = 0  # 0: CAMs computed at the original image size
+
+
+class EvalCamParams(Section):
+    thresholds: ThresholdSweep = ThresholdSweep()
+    figures: NonNegInt = 6
+
+
+class CRFSettings(Section):
+    gaussian_sxy: PosFloat = 3
+    gaussian_compat: PosFloat = 3
+    bilateral_sxy: PosFloat = 50
+    bilateral_srgb: PosFloat = 5
+    bilateral_compat: PosFloat = 10
+    iterations: PosInt = 10
+
+
+class PseudoLabelParams(Section):
+    mode: Literal["irn", "prob", "none"] = "irn"
+    workers: NonNegInt = 0  # 0: one per core
+    fg_threshold: Prob = 0.30
+    bg_threshold: Prob = 0.05
+    threshold: Prob = 0.15
+    gt_prob: Annotated[float, Field(gt=0, lt=1)] = 0.7
+    prob_alpha: PosFloat = 1.0
+    confidence: Prob = 0.95
+    crf: CRFSettings = CRFSettings()
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.bg_threshold > self.fg_threshold:
+            raise ValueError(f"bg_threshold {self.bg_threshold} must not exceed fg_threshold {self.fg_threshold}")
+        return self
+
+
+class CrisParams(Section):
+    arch: str = "RN50"
+    pretrained: str = "openai"
+    prompt: str = "a photo of a {}."
+    decoder_layers: PosInt = 3
+    heads: PosInt = 8
+    ffn_dim: PosInt = 2048
+    bg_threshold: Prob = 0.35
+
+
+class SegParams(Section):
+    model: Literal["deeplab", "cris"] = "deeplab"
+    labels: Literal["pseudo", "gt"] = "pseudo"
+    backbone: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"
+    pretrained: str = "imagenet"
+    output_stride: Literal[8, 16] = 16
+    cris: CrisParams = CrisParams()
+
+
+class TrainSegParams(TrainCommon):
+    backbone_lr_mult: NonNegFloat = 0.1
+
+
+class EvalSegParams(Section):
+    scales: list[PosFloat] = [1.0]
+    flip: bool = False
+    postprocess_crf: bool = False
+    # CRF on probabilities as deeplab-pytorch / CLIP-ES use it (METHODS.md section 3)
+    crf: CRFSettings = CRFSettings(gaussian_sxy=1, gaussian_compat=3, bilateral_sxy=67, bilateral_srgb=3,
+                                   bilateral_compat=4, iterations=10)
+    figures: NonNegInt = 6
+
+
+class ZeroshotParams(Section):
+    background_words: list[str] = [
+        "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea", "railway",
+        "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road", "rock", "street", "valley",
+        "bridge", "sign"]
+    thresholds: ThresholdSweep = ThresholdSweep()
+    max_side: NonNegInt = 0
+
+
+class TasParams(Section):
+    proposer: Literal["superpixel", "sam"] = "superpixel"
+    sam_checkpoint: str = ""
+    min_area: PosInt = 800
+    max_masks: PosInt = 40
+    alpha: NonNegFloat = 0.1
+    lam: NonNegFloat = 0.1
+    captioner: bool = True
+    rectifier: bool = True
+    negatives: bool = True
+    max_side: NonNegInt = 0
+
+
+class Params(Section):
+    seed: NonNegInt = 0
+    device: str = "auto"
+    data: DataParams = DataParams()
+    guide: GuideParams = GuideParams()
+    clims: ClimsParams = ClimsParams()
+    train_cam: TrainCamParams = TrainCamParams()
+    make_cam: MakeCamParams = MakeCamParams()
+    eval_cam: EvalCamParams = EvalCamParams()
+    pseudo_labels: PseudoLabelParams = PseudoLabelParams()
+    seg: SegParams = SegParams()
+    train_seg: TrainSegParams = TrainSegParams(optimizer="sgd", lr=0.01)
+    eval_seg: EvalSegParams = EvalSegParams()
+    zeroshot: ZeroshotParams = ZeroshotParams()
+    tas: TasParams = TasParams()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+class ParamsError(ValueError):
+    """Raised with every problem of a params file, one per line."""
+
+
+def _describe(error: dict) -> str:
+    path = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown key (value {error['input']!r}); check the spelling against the documented keys"
+    value = error.get("input")
+    return f"{path}: got {value!r} ({type(value).__name__}): {error['msg'].removeprefix('Value error, ')}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        lines = [_describe(e) for e in err.errors()]
+        raise ParamsError(f"{source}: {len(lines)} invalid parameter(s):\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: str | os.PathLike | None = None) -> Params:
+    """Reads and validates params.yaml (default: the one at the repository root, or $TEXTWSSS_PARAMS)."""
+    path = Path(path or os.environ.get("TEXTWSSS_PARAMS") or REPO_ROOT / "params.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({err})") from None
+    return parse_params(raw, str(path))
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParamsError(f"device: {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return device

@@ -1,0 +1,226 @@
+"""One training loop for every trained model (CAM network, DeepLab, CRIS).
+
+Short enough to read in one sitting: seeding, poly-decay SGD/Adam with per-group learning-rate
+multipliers, AMP on CUDA, DistributedDataParallel under torchrun (gloo on CPU, NCCL on GPU), a
+checkpoint at the end of every epoch and automatic resume, dvclive logs of every loss term and the
+learning rate, and a progress bar. The model-specific part is a `step_fn(model, batch, device) ->
+{"total": loss, other terms...}`.
+
+Resume is exact: every epoch re-seeds all generators from (seed, epoch), so an epoch's shuffling and
+augmentation do not depend on whether the run was interrupted before it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+StepFn = Callable[[torch.nn.Module, tuple, torch.device], dict]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    amp: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 0
+    checkpoint: Path | None = None  # resumable state, rewritten every epoch
+    live_dir: Path | None = None  # dvclive folder
+    fingerprint: str = ""  # identifies params + data: a checkpoint of another run is never resumed
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32  # differs per worker, derived from the epoch's seed
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class Distributed:
+    """Rank and world size under torchrun; a single process otherwise."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(device)
+        if self.world > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world == 1:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world for k, v in zip(keys, t.tolist())}
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def build_optimizer(param_groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = [{**g, "lr": cfg.lr * g.get("lr_mult", 1.0)} for g in param_groups]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {cfg.optimizer!r}")
+
+
+def poly_schedule(optimizer, total_steps: int, power: float) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1 - step / max(1, total_steps)) ** power)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _load_checkpoint(cfg: TrainConfig) -> dict | None:
+    if cfg.checkpoint is None or not Path(cfg.checkpoint).is_file():
+        return None
+    state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != cfg.fingerprint:
+        log.info("%s belongs to another configuration or data; training from scratch", cfg.checkpoint)
+        return None
+    return state
+
+
+def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups: list[dict], cfg: TrainConfig,
+        desc: str = "train") -> torch.nn.Module:
+    """Trains `model` in place (resuming from `cfg.checkpoint` when it matches) and returns it."""
+    env = Distributed(cfg.device)
+    device = env.device
+    model.to(device)
+    optimizer = build_optimizer(param_groups, cfg)
+    steps_per_epoch = len(dataset) // (cfg.batch_size * env.world) or 1
+    scheduler = poly_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, resumed = 0, False
+    state = _load_checkpoint(cfg)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, resumed = state["epoch"] + 1, True
+        log.info("resuming %s from %s after epoch %d of %d", desc, cfg.checkpoint, state["epoch"] + 1, cfg.epochs)
+    elif env.main and cfg.live_dir is not None and Path(cfg.live_dir).exists():
+        shutil.rmtree(cfg.live_dir)  # logs of an unrelated earlier run
+    env.barrier()
+
+    net = DistributedDataParallel(model) if env.world > 1 else model
+    step = start_epoch * steps_per_epoch
+    if resumed and env.main and cfg.live_dir is not None:
+        _truncate_logs(cfg.live_dir, step)
+    live = _open_live(cfg, resumed) if env.main else None
+    if live is not None:
+        live.step = step
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_everything(cfg.seed * 100_003 + epoch)
+        if env.world > 1:
+            sampler = DistributedSampler(dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                            worker_init_fn=_worker_init, drop_last=len(dataset) >= cfg.batch_size * env.world,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
+        net.train()
+        sums: dict[str, float] = {}
+        n = 0
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not env.main or None, leave=False)
+        for batch in bar:
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                losses = step_fn(net, batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            step += 1
+            bar.set_postfix(loss=f"{values['total']:.4f}")
+            if live is not None:
+                for k, v in values.items():
+                    live.log_metric(f"train/{k}", v)
+                live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
+                live.next_step()
+        means = env.mean({k: v / max(n, 1) for k, v in sums.items()})
+        log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
+                 ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
+        if env.main and cfg.checkpoint is not None:
+            with atomic_path(cfg.checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                            "rng": _rng_state(), "fingerprint": cfg.fingerprint}, tmp)
+        env.barrier()
+    if live is not None:
+        live.end()
+    return model
+
+
+def _open_live(cfg: TrainConfig, resumed: bool):
+    if cfg.live_dir is None:
+        return None
+    from dvclive import Live
+
+    # dvcyaml=None: the pipeline's dvc.yaml declares these plots itself; dvclive must not edit it.
+    return Live(dir=str(cfg.live_dir), resume=resumed, report=None, save_dvc_exp=False, dvcyaml=None)
+
+
+def _truncate_logs(live_dir: Path, step: int) -> None:
+    """Drops log rows of a partial epoch that a killed run wrote after its last checkpoint."""
+    for tsv in Path(live_dir).rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        col = lines[0].split("\t").index("step") if "step" in lines[0].split("\t") else None
+        if col is None:
+            continue
+        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) < step]
+        tsv.write_text("\n".join(kept) + "\n")

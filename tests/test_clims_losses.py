@@ -1,0 +1,188 @@
+"""CLIMS terms against hand-computed values, one matcher call per step, and a learning test."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from textwsss.guide.base import Matcher
+from textwsss.losses.clims import bce_loss, clims_loss
+from textwsss.synthetic import class_colour, make_scenes
+
+
+class IntensityMatcher(Matcher):
+    """s(image, concept) = mean pixel intensity x a per-concept factor: similarities we control."""
+
+    input_size = 8
+
+    def __init__(self, factors: dict[str, float]) -> None:
+        super().__init__()
+        self.factors = factors
+        self.image_calls = 0
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        self.image_calls += 1
+        return super().encode_images(images)
+
+    def _encode_pixels(self, images: Tensor) -> Tensor:
+        return images.mean(dim=(1, 2, 3)).unsqueeze(1)
+
+    def _encode_concept_batch(self, concepts: list[str]) -> Tensor:
+        return torch.tensor([[self.factors[c]] for c in concepts], dtype=torch.float64)
+
+    def similarity(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
+        return (image_feats.double() @ concept_feats.T).clamp(1e-4, 0.9999)
+
+    def logits(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
+        return image_feats.double() @ concept_feats.T
+
+
+FACTORS = {"cat": 1.0, "dog": 0.5, "cow": 1.0, "tree": 2.0, "sea": 0.5}
+CLASSES = ["cat", "dog", "cow"]
+
+
+def _case() -> tuple[Tensor, Tensor, Tensor]:
+    """Two constant images (0.8, 0.5) and constant maps, so every score is exact by hand."""
+    images = torch.stack([torch.full((3, 12, 12), 0.8), torch.full((3, 12, 12), 0.5)]).double()
+    levels = torch.tensor([[0.5, 0.25, 0.9], [0.2, 0.6, 0.1]], dtype=torch.float64)
+    maps = levels[:, :, None, None].expand(2, 3, 5, 5).clone().requires_grad_(True)
+    labels = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    return maps, images, labels
+
+
+# pairs (image 0, cat), (image 0, dog), (image 1, dog):
+#   fg intensity 0.4, 0.2, 0.3 ; bg intensity 0.4, 0.6, 0.2
+#   s(fg, class) = 0.4, 0.1, 0.15 ; s(bg, class) = 0.4, 0.3, 0.1
+#   s(fg, tree) = 0.8, 0.4, 0.6 ; s(fg, sea) = 0.2, 0.1, 0.15
+OTM = -(math.log(0.4) + math.log(0.1) + math.log(0.15)) / 2
+BTM = -(math.log(0.6) + math.log(0.7) + math.log(0.9)) / 2
+CBS_TREE = -(math.log(0.2) + math.log(0.6) + math.log(0.4)) / 2
+CBS_SEA = -(math.log(0.8) + math.log(0.9) + math.log(0.85)) / 2
+REG = (0.5 + 0.25 + 0.9 + 0.2 + 0.6 + 0.1) / 6
+
+
+def test_terms_match_hand_computation():
+    maps, images, labels = _case()
+    matcher = IntensityMatcher(FACTORS)
+    out = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], alpha=10, beta=24, gamma=1,
+                     delta=0.2, cbs_threshold=0.26)
+    assert out["otm"].item() == pytest.approx(OTM, rel=1e-6)
+    assert out["btm"].item() == pytest.approx(BTM, rel=1e-6)
+    assert out["cbs"].item() == pytest.approx(CBS_TREE, rel=1e-6)  # every sea score is below 0.26
+    assert out["reg"].item() == pytest.approx(REG, rel=1e-6)
+    assert out["total"].item() == pytest.approx(10 * OTM + 24 * BTM + CBS_TREE + 0.2 * REG, rel=1e-6)
+    out["total"].backward()
+    assert maps.grad[0, 2].abs().sum() > 0  # absent class: only REG touches it
+    assert matcher.image_calls == 1  # every fg and bg of the batch in one matcher call
+
+
+def test_cbs_threshold_and_per_class_words():
+    maps, images, labels = _case()
+    matcher = IntensityMatcher(FACTORS)
+    every = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], cbs_threshold=0.0)
+    assert every["cbs"].item() == pytest.approx(CBS_TREE + CBS_SEA, rel=1e-6)
+    high = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], cbs_threshold=0.5)
+    assert high["cbs"].item() == pytest.approx(-(math.log(0.2) + math.log(0.4)) / 2, rel=1e-6)
+    per_class = clims_loss(maps, images, labels, matcher, CLASSES, {"cat": ["sea"], "cow": ["tree"]},
+                           cbs_threshold=0.0)
+    assert per_class["cbs"].item() == pytest.approx(-math.log(0.8) / 2, rel=1e-6)  # dog has no words
+    none = clims_loss(maps, images, labels, matcher, CLASSES, [], cbs_threshold=0.0)
+    assert none["cbs"].item() == 0.0
+    assert matcher.image_calls == 4
+
+
+def test_class_weights_scale_otm_and_btm():
+    maps, images, labels = _case()
+    out = clims_loss(maps, images, labels, IntensityMatcher(FACTORS), CLASSES, [],
+                     class_weights=torch.tensor([3.0, 1.0, 1.0]))
+    assert out["otm"].item() == pytest.approx(OTM - 2 * math.log(0.4) / 2 * 1, rel=1e-6)
+    assert out["btm"].item() == pytest.approx(BTM - 2 * math.log(0.6) / 2, rel=1e-6)
+
+
+def test_bad_inputs_are_named():
+    maps, images, labels = _case()
+    with pytest.raises(ValueError, match="class_concepts"):
+        clims_loss(maps, images, labels, IntensityMatcher(FACTORS), ["cat"], [])
+    with pytest.raises(ValueError, match="labels"):
+        clims_loss(maps, images, labels[:, :2], IntensityMatcher(FACTORS), CLASSES, [])
+
+
+def test_bce_loss_matches_hand_computation():
+    logits_map = torch.tensor([[[[1.0, 3.0]], [[-2.0, 0.0]]]])  # B=1, K=2, 1x2 maps
+    labels = torch.tensor([[1.0, 0.0]])
+    pooled = [2.0, -1.0]
+    expected = (-math.log(1 / (1 + math.exp(-pooled[0]))) - math.log(1 - 1 / (1 + math.exp(-pooled[1])))) / 2
+    out = bce_loss(logits_map, labels)
+    assert out["bce"].item() == pytest.approx(expected, rel=1e-6)
+    assert out["total"] is out["bce"]
+
+
+# ---- learning test ------------------------------------------------------------------------------
+NUM = 3
+
+
+class ColourMatcher(Matcher):
+    """A differentiable stand-in for CLIP on synthetic scenes: the feature for class k is the mean
+    over pixels of the (rectified) projection of the pixel's chroma on class k's chroma, about the
+    fraction of the image showing class k's colour at full strength; s = 1 - exp(-6 x feature)."""
+
+    input_size = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("colours", torch.tensor(np.stack([class_colour(k) for k in range(NUM)]) / 255.0,
+                                                     dtype=torch.float32))
+
+    def _encode_pixels(self, images: Tensor) -> Tensor:
+        chroma = self.colours - self.colours.mean(dim=1, keepdim=True)  # grey pixels project to 0
+        proj = torch.einsum("nchw,kc->nkhw", images, chroma) / (chroma ** 2).sum(dim=1)[None, :, None, None]
+        # the 0.3 margin ignores the grey texture's noise and partial matches of other colours
+        return (F.relu(proj - 0.3) / 0.7).mean(dim=(2, 3))
+
+    def _encode_concept_batch(self, concepts: list[str]) -> Tensor:
+        return torch.eye(NUM)[[int(c) for c in concepts]]
+
+    def logits(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
+        return image_feats @ concept_feats.T
+
+    def similarity(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
+        return (1 - torch.exp(-6 * self.logits(image_feats, concept_feats))).clamp(1e-4, 0.9999)
+
+
+def _present_iou(maps: Tensor, masks: Tensor, labels: Tensor) -> float:
+    ious = []
+    for b, k in torch.nonzero(labels > 0.5).tolist():
+        pred, gt = maps[b, k] > 0.5, masks[b] == k + 1
+        ious.append(float((pred & gt).sum()) / max(float((pred | gt).sum()), 1.0))
+    return float(np.mean(ious))
+
+
+def test_clims_loss_trains_maps_onto_objects():
+    torch.manual_seed(0)
+    scenes = make_scenes(12, seed=3, size=32, num_classes=NUM, max_objects=2)
+    images = torch.stack([torch.from_numpy(s.image).permute(2, 0, 1).float() / 255 for s in scenes])
+    masks = torch.stack([torch.from_numpy(s.mask.astype(np.int64)) for s in scenes])
+    labels = torch.zeros(len(scenes), NUM)
+    for n, s in enumerate(scenes):
+        labels[n, list(s.labels)] = 1
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, NUM, 1, bias=False))
+    matcher = ColourMatcher()
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.02)
+    with torch.no_grad():
+        before = _present_iou(torch.sigmoid(net(images)), masks, labels)
+    losses = []
+    for _ in range(40):
+        out = clims_loss(torch.sigmoid(net(images)), images, labels, matcher, ["0", "1", "2"], [])
+        optimiser.zero_grad()
+        out["total"].backward()
+        optimiser.step()
+        losses.append(out["total"].item())
+    with torch.no_grad():
+        after = _present_iou(torch.sigmoid(net(images)), masks, labels)
+    assert losses[-1] < 0.7 * losses[0]
+    assert after > before + 0.3 and after > 0.6, (before, after)

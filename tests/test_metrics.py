@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from textwsss.metrics import ConfusionMatrix, mask_iou, referring_scores
+
+
+def test_confusion_matrix_hand_computed_with_ignore():
+    gt = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 2, 0]])
+    cm = ConfusionMatrix(3, ["bg", "a", "b"])
+    cm.update(pred, gt)
+    expected = np.array([[1, 1, 0], [0, 2, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(cm.matrix, expected)
+    s = cm.summary()
+    # IoU bg = 1 / (2 + 2 - 1) = 1/3; a = 2 / (2 + 3 - 2) = 2/3; b = 1 / (2 + 1 - 1) = 1/2
+    assert s["per_class"]["bg"] == pytest.approx(100 / 3, abs=1e-3)
+    assert s["per_class"]["a"] == pytest.approx(200 / 3, abs=1e-3)
+    assert s["per_class"]["b"] == pytest.approx(50, abs=1e-3)
+    assert s["miou"] == pytest.approx(100 * (1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert s["pixel_acc"] == pytest.approx(100 * 4 / 6)
+    assert s["absent"] == []
+
+
+def test_absent_classes_are_excluded_and_listed():
+    gt = np.array([[0, 1]])
+    pred = np.array([[0, 1]])
+    cm = ConfusionMatrix(4, ["bg", "a", "b", "c"])
+    cm.update(pred, gt)
+    s = cm.summary()
+    assert s["miou"] == pytest.approx(100.0)
+    assert s["absent"] == ["b", "c"]
+    assert s["per_class"]["b"] is None
+
+
+def test_class_only_predicted_counts_as_zero():
+    cm = ConfusionMatrix(3, ["bg", "a", "b"])
+    cm.update(np.array([[0, 2]]), np.array([[0, 0]]))
+    s = cm.summary()
+    assert s["per_class"]["b"] == 0.0  # predicted but never true: IoU 0, included in the mean
+    assert s["miou"] == pytest.approx(100 * (0.5 + 0) / 2)
+
+
+def test_accumulates_over_split_not_per_image():
+    cm = ConfusionMatrix(2, ["bg", "a"])
+    cm.update(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 1]]))  # IoU a = 1 on this image
+    cm.update(np.array([[1]]), np.array([[0]]))  # IoU a = 0 on this one (and bg 0)
+    assert cm.summary()["per_class"]["a"] == pytest.approx(100 * 4 / 5)
+
+
+def test_bad_inputs():
+    cm = ConfusionMatrix(3, ["bg", "a", "b"])
+    with pytest.raises(ValueError, match="shape"):
+        cm.update(np.zeros((2, 2)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="prediction values"):
+        cm.update(np.array([[5]]), np.array([[0]]))
+    cm.update(np.array([[5]]), np.array([[255]]))  # an ignored pixel is not scored
+
+
+def test_referring_miou_and_oiou():
+    a = np.zeros((4, 4), bool); a[:2, :2] = True
+    b = np.zeros((4, 4), bool); b[:2, :] = True
+    inter, union = mask_iou(a, b)
+    assert (inter, union) == (4, 8)
+    scores = referring_scores([(4, 8), (1, 1), (0, 3)])
+    assert scores["miou"] == pytest.approx(100 * (0.5 + 1 + 0) / 3)
+    assert scores["oiou"] == pytest.approx(100 * 5 / 12)
+    assert scores["n"] == 3

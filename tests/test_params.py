@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from textwsss.params import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_are_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert p.train_cam.loss in ("clims", "bce")
+    assert p.eval_cam.thresholds.values()[0] == pytest.approx(0.05)
+    assert p.eval_cam.thresholds.values()[-1] == pytest.approx(0.60)
+
+
+def test_paper_config_is_valid():
+    p = load_params(ROOT / "configs" / "voc2012_gpu.yaml")
+    assert p.train_cam.backbone == "resnet50"
+    assert p.guide.kind == "open_clip"
+
+
+@pytest.mark.parametrize("raw, path, words", [
+    ({"train_cam": {"lrr": 0.1}}, "train_cam.lrr", "unknown key"),
+    ({"clims": {"gamma": "high"}}, "clims.gamma", "'high'"),
+    ({"train_cam": {"epochs": 2.5}}, "train_cam.epochs", "integer"),
+    ({"train_cam": {"lr": -1.0}}, "train_cam.lr", "greater than 0"),
+    ({"pseudo_labels": {"crf": {"iterations": 0}}}, "pseudo_labels.crf.iterations", "greater than 0"),
+    ({"clims": {"cbs_threshold": 1.5}}, "clims.cbs_threshold", "less than or equal to 1"),
+    ({"device": "gpu"}, "device", "'auto', 'cpu', 'cuda'"),
+    ({"train_cam": {"loss": "dice"}}, "train_cam.loss", "'clims' or 'bce'"),
+    ({"clims": {"class_weights": {"sofaa": 2.0}}}, "clims.class_weights", "sofaa"),
+    ({"guide": {"prompt": "a photo"}}, "guide.prompt", "{}"),
+])
+def test_bad_params_name_the_key(raw, path, words):
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    message = str(err.value)
+    assert path in message and words in message
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ParamsError) as err:
+        parse_params({"train_cam": {"lr": -1.0, "epochs": "x"}, "nonsense": 1})
+    message = str(err.value)
+    assert "3 invalid" in message
+    assert "train_cam.lr" in message and "train_cam.epochs" in message and "nonsense" in message
+
+
+def test_load_params_file_errors(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("seed: [1, 2\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text(yaml.safe_dump({"seed": -3}))
+    with pytest.raises(ParamsError, match=r"(?s)p.yaml.*seed"):
+        load_params(bad)
+
+
+def test_background_words_per_class_mapping():
+    p = parse_params({"clims": {"background_words": {"boat": ["river", "sea"], "train": ["railroad"]}}})
+    assert p.clims.background_words["boat"] == ["river", "sea"]
+    with pytest.raises(ParamsError, match="clims.background_words"):
+        parse_params({"clims": {"background_words": {"boaat": ["river"]}}})
