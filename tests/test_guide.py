@@ -212,3 +212,53 @@ def test_factory_builds_both_kinds_and_refuses_others():
         build_matcher("imagenet", temperature=0.0)
     with pytest.raises(ValueError, match="guide.prompt"):
         build_matcher("open_clip", arch="tiny-rn", pretrained="none", prompt="no slot")
+
+
+# ---- synonyms ----------------------------------------------------------------------------------
+def test_open_clip_synonyms_ensemble_the_prompts(monkeypatch):
+    torch.manual_seed(0)
+    matcher = OpenClipMatcher("tiny-vit", pretrained="none")
+    before = matcher.encode_concepts(["tv monitor", "cat"])
+    seen: list[list[str]] = []
+    original = matcher._encode_concept_batch
+    monkeypatch.setattr(matcher, "_encode_concept_batch", lambda cs: seen.append(list(cs)) or original(cs))
+    matcher.set_synonyms({"tvmonitor": ["television", "monitor", "tv monitor"]})  # own spelling ignored
+    assert matcher.concept_names("tv monitor") == ["tv monitor", "television", "monitor"]
+    after = matcher.encode_concepts(["tv monitor", "cat"])
+    assert seen == [["tv monitor"]]  # only the changed class is re-encoded
+    tokens = matcher.tokenizer([f"a photo of a {n}." for n in ("tv monitor", "television", "monitor")])
+    with torch.no_grad():
+        expected = F.normalize(F.normalize(matcher.model.encode_text(tokens), dim=-1).mean(0), dim=-1)
+    torch.testing.assert_close(after[0], expected)
+    assert F.cosine_similarity(after[0], before[0], dim=0) < 0.999
+    torch.testing.assert_close(after[1], before[1])
+    matcher.set_synonyms({})  # back to the single prompt
+    torch.testing.assert_close(matcher.encode_concepts(["tv monitor"])[0], before[0])
+    with pytest.raises(ValueError, match="unicorn"):
+        matcher.set_synonyms({"unicorn": ["horse"]})
+    with pytest.raises(ValueError, match="list of non-empty names"):
+        matcher.set_synonyms({"sofa": "couch"})
+
+
+def test_imagenet_synonyms_take_the_union_of_known_classes(caplog):
+    matcher = ImageNetMatcher()
+    tv = concept_indices("tvmonitor")
+    assert torch.nonzero(matcher.encode_concepts(["tvmonitor"])[0]).flatten().tolist() == sorted(tv)
+    with caplog.at_level(logging.WARNING):
+        matcher.set_synonyms({"tv monitor": ["keyboard", "television set", "flatscreen"]})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "television set" in warnings[0] and "flatscreen" in warnings[0]
+    union = sorted(set(tv) | set(concept_indices("keyboard")))
+    assert len(union) > len(tv)
+    for spelling in ("tvmonitor", "tv monitor"):
+        row = matcher.encode_concepts([spelling])[0]
+        assert torch.nonzero(row).flatten().tolist() == union
+    # the score is the probability mass on the union
+    feats = F.log_softmax(torch.randn(2, 1000), dim=-1)
+    expected = feats.exp()[:, union].sum(-1).log()
+    torch.testing.assert_close(matcher.logits(feats, matcher.encode_concepts(["tvmonitor"]))[:, 0], expected)
+
+
+def test_factory_passes_synonyms():
+    matcher = build_matcher("open_clip", arch="tiny-rn", pretrained="none", synonyms={"sofa": ["couch"]})
+    assert matcher.concept_names("sofa") == ["sofa", "couch"] and matcher.concept_names("cat") == ["cat"]

@@ -12,6 +12,7 @@ augmentation do not depend on whether the run was interrupted before it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import shutil
@@ -132,7 +133,9 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
     device = env.device
     model.to(device)
     optimizer = build_optimizer(param_groups, cfg)
-    steps_per_epoch = len(dataset) // (cfg.batch_size * env.world) or 1
+    per_rank = math.ceil(len(dataset) / env.world)  # DistributedSampler pads every rank to this many samples
+    drop_last = per_rank >= cfg.batch_size
+    steps_per_epoch = (per_rank // cfg.batch_size if drop_last else math.ceil(per_rank / cfg.batch_size)) or 1
     scheduler = poly_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -165,7 +168,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
         else:
             sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                            worker_init_fn=_worker_init, drop_last=len(dataset) >= cfg.batch_size * env.world,
+                            worker_init_fn=_worker_init, drop_last=drop_last,
                             pin_memory=device.type == "cuda", persistent_workers=False)
         net.train()
         sums: dict[str, float] = {}

@@ -7,11 +7,19 @@ raw names ('cat', 'dining table', 'river'); a matcher applies its own prompt tem
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from textwsss.voc import CLASS_NAMES, readable
+
+log = logging.getLogger(__name__)
+
+#: VOC spelling and readable spelling of each class -> the VOC spelling.
+_CLASS_OF = {**{n: n for n in CLASS_NAMES}, **{readable(n): n for n in CLASS_NAMES}}
 
 #: Similarities are clamped into this open interval so that log(s) and log(1 - s) stay finite.
 SIM_MIN = 1e-4
@@ -27,6 +35,7 @@ class Matcher(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._concept_cache: dict[str, Tensor] = {}
+        self._synonyms: dict[str, tuple[str, ...]] = {}  # VOC class name -> extra names
 
     # ---- freezing -------------------------------------------------------------------------
     def freeze(self) -> "Matcher":
@@ -72,6 +81,42 @@ class Matcher(torch.nn.Module):
         raise NotImplementedError
 
     # ---- concepts -------------------------------------------------------------------------
+    def set_synonyms(self, mapping: Mapping[str, Sequence[str]]) -> None:
+        """Extra names per class (params clims.synonyms), e.g. {'tvmonitor': ['television', 'monitor']}.
+
+        Keys are VOC class names or their readable forms ('tv monitor'); the mapping replaces any
+        earlier one. Afterwards a class concept (either spelling) is encoded from all its names; how
+        the names are combined is up to the matcher (`_encode_concept_batch` gets them from
+        `concept_names`). Cached features of the classes whose names changed are dropped.
+        """
+        new: dict[str, tuple[str, ...]] = {}
+        for key, names in mapping.items():
+            cls = _CLASS_OF.get(str(key).strip().lower())
+            if cls is None:
+                raise ValueError(f"clims.synonyms: unknown class name {key!r}; expected one of {list(CLASS_NAMES)}")
+            if isinstance(names, str) or not all(isinstance(n, str) and n.strip() for n in names):
+                raise ValueError(f"clims.synonyms[{key!r}]: expected a list of non-empty names, got {names!r}")
+            own = {cls, readable(cls)}  # the class's own spellings are no synonyms
+            extra = [n.strip() for n in names if n.strip().lower() not in own]
+            new[cls] = tuple(dict.fromkeys(new.get(cls, ()) + tuple(extra)))
+        new = {c: names for c, names in self._filter_synonyms(new).items() if names}
+        changed = {c for c in set(new) | set(self._synonyms) if new.get(c) != self._synonyms.get(c)}
+        self._synonyms = new
+        for concept in list(self._concept_cache):
+            if _CLASS_OF.get(concept.strip().lower()) in changed:
+                del self._concept_cache[concept]
+        if new:
+            log.info("concept synonyms: %s", {c: list(n) for c, n in new.items()})
+
+    def _filter_synonyms(self, synonyms: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        """Hook for closed-vocabulary matchers to drop names they cannot encode."""
+        return synonyms
+
+    def concept_names(self, concept: str) -> list[str]:
+        """[concept, *its synonyms] for a class concept with synonyms, else [concept]."""
+        cls = _CLASS_OF.get(concept.strip().lower())
+        return [concept, *self._synonyms.get(cls, ())] if cls is not None else [concept]
+
     def encode_concepts(self, concepts: Sequence[str]) -> Tensor:
         """(M,D) features of the concepts; each concept string is computed once and cached."""
         if isinstance(concepts, str):

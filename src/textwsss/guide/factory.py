@@ -1,6 +1,8 @@
 """One entry point that builds the matcher named by params `guide.kind`."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 
 from textwsss.guide.base import Matcher
@@ -10,11 +12,13 @@ KINDS = ("open_clip", "imagenet")
 
 def build_matcher(kind: str, *, arch: str = "ViT-B-32", pretrained: str | None = "openai",
                   prompt: str = "a photo of a {}.", temperature: float = 1.0,
+                  synonyms: Mapping[str, Sequence[str]] | None = None,
                   device: str | torch.device = "cpu") -> Matcher:
     """A frozen matcher on `device`.
 
     kind: 'open_clip' (real CLIP; uses arch, pretrained = tag / local checkpoint path / 'none', prompt)
           or 'imagenet' (offline EfficientNet-Lite0 stand-in; uses temperature of its calibrated sigmoid).
+    synonyms: params clims.synonyms, extra names per VOC class (see Matcher.set_synonyms); default none.
     """
     if kind == "open_clip":
         from textwsss.guide.open_clip_matcher import OpenClipMatcher
@@ -24,4 +28,6 @@ def build_matcher(kind: str, *, arch: str = "ViT-B-32", pretrained: str | None =
         matcher = ImageNetMatcher(temperature=temperature)
     else:
         raise ValueError(f"guide.kind: expected one of {KINDS}, got {kind!r}")
+    if synonyms:
+        matcher.set_synonyms(synonyms)
     return matcher.to(device)

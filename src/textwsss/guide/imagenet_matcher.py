@@ -22,7 +22,9 @@ VOC class, the midpoint between the mean log-mass on images that contain the cla
 that don't; for a background word (no labels), the 75th percentile of its log-mass over the
 images, i.e. only a quarter of the images count as strongly matching it. The temperature T
 (default 1.0) sets how sharp the sigmoid is. Biases belong to the concept's class set, so
-synonyms with the same ImageNet classes (sea / ocean) share one.
+synonyms with the same ImageNet classes (sea / ocean) share one. set_synonyms() widens a class
+concept to the union of its names' classes; only names the table knows count (e.g. 'couch',
+'keyboard'; 'television' is not an entry, its ImageNet class is already in tvmonitor's).
 """
 from __future__ import annotations
 
@@ -132,12 +134,23 @@ class ImageNetMatcher(Matcher):
             log.warning("imagenet matcher: dropping background words with no ImageNet counterpart: %s", dropped)
         return kept
 
+    def _filter_synonyms(self, synonyms: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        """Keeps the synonyms the concept table knows; the others are dropped with one warning."""
+        unknown = [n for names in synonyms.values() for n in names if concept_indices(n) is None]
+        if unknown:
+            log.warning("imagenet matcher: dropping synonyms with no ImageNet counterpart: %s", unknown)
+        return {c: tuple(n for n in names if concept_indices(n) is not None) for c, names in synonyms.items()}
+
     def _encode_concept_batch(self, concepts: list[str]) -> Tensor:
+        """Indicator vectors of the concepts' ImageNet classes; a class with synonyms gets the union
+        of its names' classes (and so its own calibrated bias, see calibrate())."""
         feats = torch.zeros(len(concepts), NUM_IMAGENET, device=self.device)
         for row, c in enumerate(concepts):
             idx = concept_indices(c)
             if idx is None:
                 raise ValueError(f"imagenet matcher: unknown concept '{c}' (not in imagenet_concepts.json)")
+            for name in self.concept_names(c)[1:]:
+                idx = idx + concept_indices(name)
             feats[row, idx] = 1.0
         return feats
 

@@ -127,8 +127,19 @@ class OpenClipMatcher(Matcher):
         return self.model.encode_image((images - self.mean) / self.std)
 
     def _encode_concept_batch(self, concepts: list[str]) -> Tensor:
-        tokens = self.tokenizer([self.prompt.format(c) for c in concepts]).to(self.device)
-        return self.model.encode_text(tokens)
+        """Text features of the prompted concepts. A class with synonyms (set_synonyms) gets the
+        prompt ensemble: the mean of the L2-normalised features of its names' prompts, re-normalised."""
+        names = [self.concept_names(c) for c in concepts]
+        flat = [n for group in names for n in group]
+        tokens = self.tokenizer([self.prompt.format(n) for n in flat]).to(self.device)
+        feats = self.model.encode_text(tokens)
+        out, start = [], 0
+        for group in names:
+            block = feats[start:start + len(group)]
+            start += len(group)
+            # a lone name keeps its raw feature (similarity/logits normalise anyway)
+            out.append(block[0] if len(group) == 1 else F.normalize(F.normalize(block, dim=-1).mean(0), dim=-1))
+        return torch.stack(out)
 
     def similarity(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
         cos = F.normalize(image_feats, dim=-1) @ F.normalize(concept_feats, dim=-1).T
