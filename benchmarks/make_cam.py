@@ -7,13 +7,12 @@ on the same N voc-mini train images, downscaled so the long side is --max-side:
 - reference: textwsss.cam.reference_cam, one forward pass per image, scale and flip.
 Checks that the CAMs agree (max abs difference < 1e-4) and prints images/s of both and the ratio.
 
-Two opt-in flags prototype changes proposed for textwsss.cam (model wrappers, so cam.py stays as is):
---channels-last runs the network in NHWC (faster oneDNN convolutions on CPU), --max-pixels splits each
-forward pass into chunks of at most that many input pixels per pass (big scales are memory-bound, so
-batching them hurts; small scales still batch).
+--max-pixels is the make_cam stage's cap on input pixels per forward pass (params make_cam.max_pixels):
+big scales are cache-bound on a CPU, so batching them hurts while small scales still gain.
+--channels-last (opt-in prototype) runs the network in NHWC on both paths.
 
     python benchmarks/make_cam.py [--n 16] [--max-side 320] [--batch-size 4] [--threads 2]
-                                  [--channels-last] [--max-pixels 153600]
+                                  [--max-pixels 150000] [--channels-last]
 """
 from __future__ import annotations
 
@@ -47,18 +46,6 @@ class ChannelsLast(torch.nn.Module):
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
 
-class ChunkedForward(torch.nn.Module):
-    """Splits a batch into forward passes of at most `max_pixels` input pixels (at least one image)."""
-
-    def __init__(self, model: torch.nn.Module, max_pixels: int) -> None:
-        super().__init__()
-        self.model, self.max_pixels = model, max_pixels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        per_pass = max(1, self.max_pixels // (x.shape[-2] * x.shape[-1]))
-        return torch.cat([self.model(chunk) for chunk in x.split(per_pass)])
-
-
 def load_images(root: Path, n: int, max_side: int) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
     """The first n train images (float (3,H,W) in [0,1], long side <= max_side) and their classes."""
     ids = read_split(root, "train")[:n]
@@ -76,11 +63,12 @@ def load_images(root: Path, n: int, max_side: int) -> tuple[dict[str, torch.Tens
 
 
 def run_batched(model: torch.nn.Module, images: dict[str, torch.Tensor], keys: dict[str, list[int]],
-                scales: Sequence[float], flip: bool, batch_size: int) -> dict[str, torch.Tensor]:
+                scales: Sequence[float], flip: bool, batch_size: int, max_pixels: int) -> dict[str, torch.Tensor]:
     batches = group_by_size({i: tuple(x.shape[1:]) for i, x in images.items()}, batch_size)
     cams = {}
     for ids in batches:
-        out = multiscale_cams(model, torch.stack([images[i] for i in ids]), [keys[i] for i in ids], scales, flip)
+        out = multiscale_cams(model, torch.stack([images[i] for i in ids]), [keys[i] for i in ids], scales, flip,
+                              max_pixels)
         cams.update(zip(ids, out))
     return cams
 
@@ -111,8 +99,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per path; the fastest counts")
     parser.add_argument("--channels-last", action="store_true", help="prototype: NHWC network (both paths)")
-    parser.add_argument("--max-pixels", type=int, default=0,
-                        help="prototype: batched path's forward passes split to <= this many pixels (0: off)")
+    parser.add_argument("--max-pixels", type=int, default=150_000,
+                        help="batched path: input pixels per forward pass (0: no cap), as make_cam.max_pixels")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -123,7 +111,6 @@ def main() -> None:
                           num_classes=20).eval()
     if args.channels_last:
         model = ChannelsLast(model)
-    batched_model = ChunkedForward(model, args.max_pixels) if args.max_pixels > 0 else model
     images, keys = load_images(args.root, args.n, args.max_side)
     flip = not args.no_flip
     sizes = {tuple(x.shape[1:]) for x in images.values()}
@@ -135,7 +122,8 @@ def main() -> None:
     first = next(iter(images))
     reference_cam(model, images[first], keys[first], [1.0], False)  # warm-up (allocator, kernels)
     ref, t_ref = best_time(lambda: run_reference(model, images, keys, args.scales, flip), args.repeats)
-    bat, t_bat = best_time(lambda: run_batched(batched_model, images, keys, args.scales, flip, args.batch_size),
+    bat, t_bat = best_time(lambda: run_batched(model, images, keys, args.scales, flip, args.batch_size,
+                                                       args.max_pixels),
                            args.repeats)
 
     diff = max((float((bat[i] - ref[i]).abs().max()) if ref[i].numel() else 0.0) for i in images)

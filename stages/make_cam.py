@@ -14,4 +14,5 @@ if __name__ == "__main__":
     ids, labels = read_prepared(PREPARED, params.data.train_split)
     model, _ = load_model(ROOT / "data" / "train_cam" / "model.pt", device)
     make_cams(model, params.data.root_path(), ids, labels, ROOT / "data" / "cams", scales=params.make_cam.scales,
-              flip=params.make_cam.flip, max_side=params.make_cam.max_side, device=device)
+              flip=params.make_cam.flip, max_side=params.make_cam.max_side,
+              batch_size=params.make_cam.batch_size, max_pixels=params.make_cam.max_pixels, device=device)

@@ -35,7 +35,8 @@ def main():
                                   flip=cfg.flip)
     if seg.model == "deeplab":
         model = build_deeplab(backbone=seg.backbone, pretrained=seg.pretrained, output_stride=seg.output_stride,
-                              num_classes=NUM_LABELS)
+                              num_classes=NUM_LABELS, aspp_channels=seg.aspp_channels,
+                              decoder_channels=seg.decoder_channels)
         step = deeplab_step()
     else:
         c = seg.cris

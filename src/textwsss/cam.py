@@ -24,12 +24,24 @@ def normalise_per_class(cams: torch.Tensor) -> torch.Tensor:
     return cams / peak[:, None, None]
 
 
+def _forward_capped(model, inputs: torch.Tensor, max_pixels: int) -> torch.Tensor:
+    """model(inputs) in passes of at most `max_pixels` input pixels (at least one image per pass).
+
+    On a CPU a large batch of large images runs out of cache and costs more per image than one at a
+    time, while small scales gain from batching; the cap keeps both in their fast regime (0: no cap).
+    """
+    if max_pixels <= 0:
+        return model(inputs)
+    per_pass = max(1, max_pixels // (inputs.shape[-2] * inputs.shape[-1]))
+    return torch.cat([model(chunk) for chunk in inputs.split(per_pass)])
+
+
 def _accumulate(model, batch: torch.Tensor, keys: Sequence[Sequence[int]], out_size: tuple[int, int],
-                flip: bool) -> list[torch.Tensor]:
+                flip: bool, max_pixels: int = 0) -> list[torch.Tensor]:
     """CAMs of a batch of same-size images at one scale (with their flips in the same forward pass)."""
     n = batch.shape[0]
     inputs = torch.cat([batch, batch.flip(-1)]) if flip else batch
-    maps = F.relu(model(inputs))
+    maps = F.relu(_forward_capped(model, inputs, max_pixels))
     results = []
     for i in range(n):
         idx = torch.as_tensor(list(keys[i]), dtype=torch.long, device=maps.device)
@@ -50,15 +62,16 @@ def _scaled(images: torch.Tensor, scale: float) -> torch.Tensor:
 
 @torch.inference_mode()
 def multiscale_cams(model, images: torch.Tensor, keys: Sequence[Sequence[int]], scales: Sequence[float],
-                    flip: bool = True) -> list[torch.Tensor]:
-    """CAMs for a batch of same-size images (B, 3, H, W) in [0, 1]: one forward pass per scale.
+                    flip: bool = True, max_pixels: int = 0) -> list[torch.Tensor]:
+    """CAMs for a batch of same-size images (B, 3, H, W) in [0, 1]: one forward pass per scale
+    (split into passes of at most `max_pixels` input pixels when that is set).
 
     Returns, per image, a (len(keys[i]), H, W) float tensor normalised per class.
     """
     out_size = tuple(images.shape[-2:])
     total = [torch.zeros((len(k), *out_size), device=images.device) for k in keys]
     for scale in scales:
-        for acc, cam in zip(total, _accumulate(model, _scaled(images, scale), keys, out_size, flip)):
+        for acc, cam in zip(total, _accumulate(model, _scaled(images, scale), keys, out_size, flip, max_pixels)):
             acc += cam
     return [normalise_per_class(t) for t in total]
 

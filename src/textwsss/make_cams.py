@@ -36,7 +36,7 @@ def image_sizes(root: Path, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
 
 
 def make_cams(model, root: Path, ids: Sequence[str], labels: dict[str, list[int]], out_dir: Path, *,
-              scales: Sequence[float], flip: bool, max_side: int, batch_size: int = 4,
+              scales: Sequence[float], flip: bool, max_side: int, batch_size: int = 4, max_pixels: int = 0,
               device: str | torch.device = "cpu") -> None:
     """Writes out_dir/<id>.npz (float16 CAMs at the original image size, with the class indices)."""
     model = model.to(device).eval()
@@ -52,7 +52,7 @@ def make_cams(model, root: Path, ids: Sequence[str], labels: dict[str, list[int]
                     x = F.interpolate(x[None], size=work[i], mode="bilinear", align_corners=False)[0]
                 images.append(x)
             keys = [labels[i] for i in batch_ids]
-            cams = multiscale_cams(model, torch.stack(images).to(device), keys, scales, flip)
+            cams = multiscale_cams(model, torch.stack(images).to(device), keys, scales, flip, max_pixels)
             for i, k, cam in zip(batch_ids, keys, cams):
                 if work[i] != sizes[i] and len(k):
                     cam = F.interpolate(cam[None], size=sizes[i], mode="bilinear", align_corners=False)[0]

@@ -143,6 +143,8 @@ class MakeCamParams(Section):
     scales: list[PosFloat] = [1.0, 0.5, 1.5, 2.0]
     flip: bool = True
     max_side: NonNegInt = 0  # 0: CAMs computed at the original image size
+    batch_size: PosInt = 4  # images of equal size per batch
+    max_pixels: NonNegInt = 150_000  # input pixels per forward pass (0: no cap; CPUs want ~1e5)
 
 
 class EvalCamParams(Section):
@@ -193,6 +195,8 @@ class SegParams(Section):
     backbone: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"
     pretrained: str = "imagenet"
     output_stride: Literal[8, 16] = 16
+    aspp_channels: PosInt = 256
+    decoder_channels: PosInt = 256
     cris: CrisParams = CrisParams()
 
 
@@ -229,6 +233,9 @@ class TasParams(Section):
     captioner: bool = True
     rectifier: bool = True
     negatives: bool = True
+    use_seg_model: bool = True
+    fill: Literal["zero", "mean"] = "mean"
+    margin: NonNegFloat = 0.1
     max_side: NonNegInt = 0
 
 

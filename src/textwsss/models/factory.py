@@ -19,9 +19,12 @@ def build_cam_net(backbone: str = "efficientnet_lite0", pretrained: str = "image
 
 
 def build_deeplab(backbone: str = "efficientnet_lite0", pretrained: str = "imagenet", output_stride: int = 16,
-                  num_classes: int = 21, freeze_stem: bool = False) -> DeepLabV3Plus:
-    """DeepLab v3+ with 21 outputs (background + 20 VOC classes) by default."""
-    return DeepLabV3Plus(build_backbone(backbone, pretrained, output_stride, freeze_stem), num_classes)
+                  num_classes: int = 21, freeze_stem: bool = False, aspp_channels: int = 256,
+                  decoder_channels: int = 256) -> DeepLabV3Plus:
+    """DeepLab v3+ with 21 outputs (background + 20 VOC classes) by default. The decoder at stride 4 dominates
+    the cost on a CPU; narrower aspp/decoder channels make a CPU-sized model (the paper width is 256)."""
+    return DeepLabV3Plus(build_backbone(backbone, pretrained, output_stride, freeze_stem), num_classes,
+                         aspp_channels=aspp_channels, decoder_channels=decoder_channels)
 
 
 def build_cris(arch: str = "RN50", pretrained: str | None = "openai", prompt: str = "a photo of a {}.",
