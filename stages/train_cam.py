@@ -65,7 +65,8 @@ def main():
     run_config = params.model_dump(include={"seed", "device", "data", "guide", "clims", "train_cam"})
     train_cfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay, poly_power=cfg.poly_power, amp=cfg.amp, seed=params.seed, device=device,
+        weight_decay=cfg.weight_decay, poly_power=cfg.poly_power, amp=cfg.amp, grad_clip=cfg.grad_clip,
+        seed=params.seed, device=device,
         workers=params.data.workers, checkpoint=OUT / "checkpoint.pt", live_dir=ROOT / "reports" / "train_cam",
         fingerprint=fingerprint(run_config, [PREPARED / "labels.json"]))
     fit(model, dataset, step, model.param_groups(head_lr_mult=cfg.head_lr_mult), train_cfg, desc="train_cam")

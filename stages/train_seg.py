@@ -46,7 +46,8 @@ def main():
     run_config = params.model_dump(include={"seed", "device", "data", "seg", "train_seg"})
     train_cfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay, poly_power=cfg.poly_power, amp=cfg.amp, seed=params.seed, device=device,
+        weight_decay=cfg.weight_decay, poly_power=cfg.poly_power, amp=cfg.amp, grad_clip=cfg.grad_clip,
+        seed=params.seed, device=device,
         workers=params.data.workers, checkpoint=OUT / "checkpoint.pt", live_dir=ROOT / "reports" / "train_seg",
         fingerprint=fingerprint(run_config, label_paths.values()))
     fit(model, dataset, step, model.param_groups(backbone_lr_mult=cfg.backbone_lr_mult), train_cfg,

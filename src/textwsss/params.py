@@ -97,6 +97,7 @@ class TrainCommon(Section):
     scale_range: list[PosFloat] = [0.75, 1.25]
     flip: bool = True
     amp: bool = True
+    grad_clip: NonNegFloat = 0.0  # max global gradient norm (0: off)
     nproc_per_node: PosInt = 1
 
     @field_validator("scale_range")

@@ -49,6 +49,7 @@ class TrainConfig:
     checkpoint: Path | None = None  # resumable state, rewritten every epoch
     live_dir: Path | None = None  # dvclive folder
     fingerprint: str = ""  # identifies params + data: a checkpoint of another run is never resumed
+    grad_clip: float = 0.0  # max global gradient norm (0: no clipping)
 
 
 def seed_everything(seed: int) -> None:
@@ -179,6 +180,10 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
                 losses = step_fn(net, batch, device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+                values_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                losses = {**losses, "grad_norm": values_norm}
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

@@ -1,0 +1,50 @@
+"""kill -9 during train_cam, then `dvc repro`: training resumes from its last checkpoint and ends with the
+same weights and logged metrics as an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import torch
+
+from pipeline_fixture import env, make_project, run, stages_run
+
+SETTINGS = {"train_cam": {"epochs": 3, "loss": "bce"}}
+
+
+def _final(project):
+    state = torch.load(project / "data" / "train_cam" / "model.pt", weights_only=False)["state_dict"]
+    metrics = json.loads((project / "reports" / "train_cam" / "metrics.json").read_text())
+    return state, metrics
+
+
+def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
+    reference = make_project(tmp_path / "ref", SETTINGS)
+    run(reference, "dvc", "repro", "train_cam")
+
+    project = make_project(tmp_path / "killed", SETTINGS)
+    proc = subprocess.Popen(["dvc", "repro", "train_cam"], cwd=project, env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = project / "data" / "train_cam" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["epoch"] >= 0:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed; make it longer"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    epoch_at_kill = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert epoch_at_kill < 2
+    assert not (project / "data" / "train_cam" / "model.pt").exists()  # no partial final output
+
+    result = run(project, "dvc", "repro", "train_cam")
+    assert "train_cam" in stages_run(result.stdout)
+    assert "resuming" in result.stdout + result.stderr
+    state, metrics = _final(project)
+    ref_state, ref_metrics = _final(reference)
+    for key in ref_state:
+        assert torch.equal(state[key], ref_state[key]), key
+    assert metrics["train"] == ref_metrics["train"]
+    assert "up to date" in run(project, "dvc", "status", "train_cam").stdout
