@@ -18,7 +18,7 @@ from .voc import CLASS_NAMES, image_path, mask_path, read_image, read_mask, read
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 
 def evaluate_zeroshot(params, ids: Sequence[str], labels: dict[str, list[int]], device: str,

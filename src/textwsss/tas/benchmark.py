@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 
 def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
