@@ -56,7 +56,8 @@ def main():
         c = params.clims
         step = clims_step(matcher, class_concepts, background, alpha=c.alpha, beta=c.beta, gamma=c.gamma,
                           delta=c.delta, cbs_threshold=c.cbs_threshold,
-                          class_weights=class_weight_tensor(c.class_weights, CLASS_NAMES))
+                          class_weights=class_weight_tensor(c.class_weights, CLASS_NAMES),
+                          max_images_per_call=cfg.matcher_batch)
     else:
         step = bce_step()
     dataset = ClassificationDataset(params.data.root_path(), ids, labels, crop=cfg.crop_size,

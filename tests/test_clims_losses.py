@@ -80,6 +80,23 @@ def test_terms_match_hand_computation():
     assert matcher.image_calls == 1  # every fg and bg of the batch in one matcher call
 
 
+@pytest.mark.parametrize("per_call, calls", [(1, 6), (4, 2), (6, 1), (100, 1)])
+def test_matcher_calls_of_a_few_images_give_the_same_terms(per_call, calls):
+    # 3 pairs -> 6 masked images; CPUs run calls of ~4 images fastest, the terms must not change.
+    maps, images, labels = _case()
+    matcher = IntensityMatcher(FACTORS)
+    out = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], max_images_per_call=per_call)
+    assert matcher.image_calls == calls
+    for name, value in {"otm": OTM, "btm": BTM, "cbs": CBS_TREE, "reg": REG}.items():
+        assert out[name].item() == pytest.approx(value, rel=1e-6)
+    out["total"].backward()
+    one_call_maps = maps.detach().clone().requires_grad_(True)
+    clims_loss(one_call_maps, images, labels, IntensityMatcher(FACTORS), CLASSES, ["tree", "sea"])["total"].backward()
+    torch.testing.assert_close(maps.grad, one_call_maps.grad)
+    with pytest.raises(ValueError, match="max_images_per_call"):
+        clims_loss(maps, images, labels, matcher, CLASSES, [], max_images_per_call=-1)
+
+
 def test_cbs_threshold_and_per_class_words():
     maps, images, labels = _case()
     matcher = IntensityMatcher(FACTORS)

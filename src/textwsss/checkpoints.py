@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .io import atomic_path
+from .models.runtime import place
 
 FORMAT = "textwsss-model-1"
 
@@ -30,4 +31,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
         raise ValueError(f"{path}: not a textwsss model checkpoint (expected format {FORMAT!r})")
     model = build_model(state["spec"])
     model.load_state_dict(state["state_dict"])
-    return model.to(device).eval(), state.get("meta", {})
+    return place(model, device).eval(), state.get("meta", {})

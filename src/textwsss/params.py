@@ -115,6 +115,7 @@ class TrainCamParams(TrainCommon):
     output_stride: Literal[8, 16, 32] = 16
     head_lr_mult: PosFloat = 10.0
     resize_long: list[PosInt] = [256, 384]
+    matcher_batch: NonNegInt = 0  # masked images per matcher call (0: all of a step in one call)
 
     @field_validator("resize_long")
     @classmethod

@@ -9,7 +9,8 @@ from .train import StepFn
 
 
 def clims_step(matcher, class_concepts: Sequence[str], background_concepts, *, alpha: float, beta: float,
-               gamma: float, delta: float, cbs_threshold: float, class_weights: torch.Tensor | None) -> StepFn:
+               gamma: float, delta: float, cbs_threshold: float, class_weights: torch.Tensor | None,
+               max_images_per_call: int = 0) -> StepFn:
     from .losses.clims import clims_loss
 
     def step(model, batch, device):
@@ -17,7 +18,8 @@ def clims_step(matcher, class_concepts: Sequence[str], background_concepts, *, a
         maps = torch.sigmoid(model(images))
         return clims_loss(maps, images, labels, matcher, class_concepts, background_concepts, alpha=alpha,
                           beta=beta, gamma=gamma, delta=delta, cbs_threshold=cbs_threshold,
-                          class_weights=None if class_weights is None else class_weights.to(device))
+                          class_weights=None if class_weights is None else class_weights.to(device),
+                          max_images_per_call=max_images_per_call)
     return step
 
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from .io import atomic_path
+from .models.runtime import place
 
 log = logging.getLogger(__name__)
 StepFn = Callable[[torch.nn.Module, tuple, torch.device], dict]
@@ -132,7 +133,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
     """Trains `model` in place (resuming from `cfg.checkpoint` when it matches) and returns it."""
     env = Distributed(cfg.device)
     device = env.device
-    model.to(device)
+    place(model, device)
     optimizer = build_optimizer(param_groups, cfg)
     per_rank = math.ceil(len(dataset) / env.world)  # DistributedSampler pads every rank to this many samples
     drop_last = per_rank >= cfg.batch_size

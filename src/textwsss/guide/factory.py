@@ -30,4 +30,6 @@ def build_matcher(kind: str, *, arch: str = "ViT-B-32", pretrained: str | None =
         raise ValueError(f"guide.kind: expected one of {KINDS}, got {kind!r}")
     if synonyms:
         matcher.set_synonyms(synonyms)
-    return matcher.to(device)
+    from textwsss.models.runtime import place
+
+    return place(matcher, device)

@@ -2,7 +2,7 @@
 
 For every present (image b, class k) pair, the map P_k and the image are resized to the matcher's
 input size; the foreground X*P_k and background X*(1-P_k) are scored against concepts by a frozen
-matcher (all of them in ONE encode_images call per step):
+matcher (all of them batched into as few encode_images calls as `max_images_per_call` allows):
 - OTM = -sum_k y_k log s(fg_k, text_k)                        the object region matches its label
 - BTM = -sum_k y_k log(1 - s(bg_k, text_k))                   the rest of the image does not
 - CBS = -sum_k sum_l y_k [s > thr] log(1 - s(fg_k, word_l))   the object region does not match
@@ -54,7 +54,7 @@ def _per_image_mean(values: Tensor, image_index: Tensor, batch: int) -> Tensor:
 def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, class_concepts: Sequence[str],
                background_concepts: Sequence[str] | Mapping[str, Sequence[str]], *, alpha: float = 10.0,
                beta: float = 24.0, gamma: float = 1.0, delta: float = 0.2, cbs_threshold: float = 0.26,
-               class_weights: Tensor | None = None) -> dict[str, Tensor]:
+               class_weights: Tensor | None = None, max_images_per_call: int = 0) -> dict[str, Tensor]:
     """CLIMS loss terms and their weighted total.
 
     maps: (B,K,h,w) sigmoid activation maps in [0,1]; images: (B,3,H,W) RGB in [0,1];
@@ -63,7 +63,9 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
     from the mapping get no CBS term). alpha/beta/gamma/delta weight OTM/BTM/CBS/REG (CLIMS VOC
     defaults 10/24/1/0.2); cbs_threshold: a (class, word) pair counts in CBS only where its
     similarity exceeds it (0.26 on VOC in the public code; 0 counts every pair); class_weights:
-    optional (K,) factors on the per-class OTM and BTM terms.
+    optional (K,) factors on the per-class OTM and BTM terms; max_images_per_call: the 2P masked images
+    go through the matcher in calls of at most this many (0: one call; a GPU wants one call, a CPU
+    calls of ~4 images, whose activations stay in its caches). The result does not depend on it.
     Returns {'otm', 'btm', 'cbs', 'reg', 'total'} (scalars).
     """
     if maps.ndim != 4:
@@ -75,6 +77,8 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
         raise ValueError(f"images: expected ({batch},3,H,W), got {tuple(images.shape)}")
     if len(class_concepts) != k_count:
         raise ValueError(f"class_concepts: expected {k_count} names (one per map channel), got {len(class_concepts)}")
+    if max_images_per_call < 0:
+        raise ValueError(f"max_images_per_call: expected 0 (one call) or a positive count, got {max_images_per_call}")
     if class_weights is not None and class_weights.shape != (k_count,):
         raise ValueError(f"class_weights: expected shape ({k_count},), got {tuple(class_weights.shape)}")
 
@@ -91,8 +95,10 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
     pair_images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)[image_index]
     pair_images = pair_images.to(pair_maps.dtype)
     n_pairs = pair_maps.shape[0]
-    # One matcher pass for every foreground and background of the batch.
-    feats = matcher.encode_images(torch.cat([pair_images * pair_maps, pair_images * (1.0 - pair_maps)]))
+    # Every foreground and background of the batch in one stack, encoded in as few calls as allowed.
+    masked = torch.cat([pair_images * pair_maps, pair_images * (1.0 - pair_maps)])
+    per_call = max_images_per_call or masked.shape[0]
+    feats = torch.cat([matcher.encode_images(chunk) for chunk in masked.split(per_call)])
 
     words, allowed = _background_words(background_concepts, class_concepts)
     concept_feats = matcher.encode_concepts(list(class_concepts) + words)

@@ -1,0 +1,75 @@
+"""How the networks run: device and memory layout for every use, BatchNorm folding for inference.
+
+Every network is moved with `place`: to its device and in channels-last (NHWC) layout. oneDNN's CPU
+convolutions (depthwise ones above all) and cuDNN's tensor-core kernels under AMP are fastest in it;
+on this project's 2-core CPU it made a training step of the EfficientNet-Lite0 CAM network 1.8x faster
+and its multi-scale inference 1.3-1.65x (only 4-D weights change layout; results agree to float rounding).
+
+`for_inference` also folds each eval-mode BatchNorm into the convolution before it (BatchNorm was ~20% of
+EfficientNet-Lite0's CPU inference time), and checks the folded network against the original on a probe.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+log = logging.getLogger(__name__)
+
+LAYOUT = torch.channels_last
+FOLD_RTOL = 1e-4  # of the output's largest magnitude
+
+
+def place(module: nn.Module, device: str | torch.device) -> nn.Module:
+    """`module` (moved in place) on `device`, its convolution weights in channels-last layout."""
+    return module.to(device, memory_format=LAYOUT)
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Folds, in place, every BatchNorm2d into the Conv2d registered just before it in the same parent (the
+    conv -> bn order of EfficientNet blocks, torchvision ResNets and ASPP branches) when the channel counts
+    match. The model must be in eval mode. Returns how many were folded; callers should check the result
+    (see `for_inference`), since registration order is not call order in every network."""
+    if model.training:
+        raise ValueError("fold_batchnorm: the model must be in eval mode (running statistics are folded)")
+    folded = 0
+    for parent in list(model.modules()):
+        previous: tuple[str, nn.Module] | None = None
+        for name, child in list(parent.named_children()):
+            if (isinstance(child, nn.BatchNorm2d) and previous is not None and isinstance(previous[1], nn.Conv2d)
+                    and previous[1].out_channels == child.num_features and child.track_running_stats):
+                setattr(parent, previous[0], fuse_conv_bn_eval(previous[1], child))
+                setattr(parent, name, nn.Identity())
+                folded += 1
+            previous = (name, child)
+    return folded
+
+
+@torch.inference_mode()
+def for_inference(model: nn.Module, device: str | torch.device,
+                  probe: Callable[[nn.Module], torch.Tensor] | None = None) -> nn.Module:
+    """An eval-mode copy of `model`, placed on `device`, with BatchNorm folded into its convolutions.
+
+    probe(net) -> output on a fixed input: when given, the folded copy must reproduce the original's output
+    (relative 1e-4), otherwise the unfolded copy is returned with a warning. Without a probe nothing is folded.
+    """
+    plain = place(copy.deepcopy(model), device).eval()
+    if probe is None:
+        return plain
+    folded = copy.deepcopy(plain)
+    count = fold_batchnorm(folded)
+    if count == 0:
+        return plain
+    expected, got = probe(plain), probe(folded)
+    error = float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
+    if error > FOLD_RTOL:
+        log.warning("BatchNorm folding changed the %s output by %.1e (relative); running it unfolded",
+                    type(model).__name__, error)
+        return plain
+    log.info("%s: %d BatchNorm layers folded into their convolutions (output change %.1e)", type(model).__name__,
+             count, error)
+    return folded
