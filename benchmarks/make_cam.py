@@ -97,13 +97,12 @@ def main() -> None:
     torch.manual_seed(0)
     from textwsss.models.factory import build_cam_net
 
-    from textwsss.make_cams import cam_probe
-    from textwsss.models.runtime import for_inference
+    from textwsss.models.runtime import for_inference, image_probe
 
     model = build_cam_net(backbone="efficientnet_lite0", pretrained="imagenet", output_stride=16,
                           num_classes=20).eval()
     plain = copy.deepcopy(model)
-    model = for_inference(model, "cpu", probe=cam_probe("cpu"))  # as textwsss.make_cams does
+    model = for_inference(model, "cpu", probe=image_probe("cpu"))  # as textwsss.make_cams does
     images, keys = load_images(args.root, args.n, args.max_side)
     flip = not args.no_flip
     sizes = {tuple(x.shape[1:]) for x in images.values()}

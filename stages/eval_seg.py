@@ -4,7 +4,6 @@ import logging
 from _common import METRICS, PREPARED, ROOT, start
 
 from textwsss.checkpoints import load_model
-from textwsss.crf import CRFParams
 from textwsss.io import write_json
 from textwsss.params import resolve_device
 from textwsss.prepare import read_prepared
@@ -18,7 +17,7 @@ if __name__ == "__main__":
     device = resolve_device(params.device)
     ids, _ = read_prepared(PREPARED, params.data.val_split)
     model, _ = load_model(ROOT / "data" / "train_seg" / "model.pt", device)
-    crf = CRFParams(**e.crf.model_dump()) if e.postprocess_crf else None
+    crf = e.crf if e.postprocess_crf else None
     summary, matrix = evaluate_model(model, params.data.root_path(), ids, scales=e.scales, flip=e.flip, crf=crf,
                                      device=device, figures_dir=ROOT / "reports" / "figures" / "seg",
                                      figure_ids=pick_figure_ids(ids, e.figures))

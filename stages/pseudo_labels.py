@@ -3,7 +3,6 @@ import logging
 
 from _common import METRICS, PREPARED, ROOT, start
 
-from textwsss.crf import CRFParams
 from textwsss.io import write_json
 from textwsss.prepare import read_prepared
 from textwsss.pseudo_labels import generate_pseudo_labels, score_pseudo_labels
@@ -16,7 +15,7 @@ if __name__ == "__main__":
     generate_pseudo_labels(root, ids, ROOT / "data" / "cams", out_dir, workers=p.workers, mode=p.mode,
                            fg_threshold=p.fg_threshold, bg_threshold=p.bg_threshold, threshold=p.threshold,
                            prob_alpha=p.prob_alpha, confidence=p.confidence, gt_prob=p.gt_prob,
-                           crf=CRFParams(**p.crf.model_dump()))
+                           crf=p.crf)
     scores = score_pseudo_labels(root, ids, out_dir)
     write_json(METRICS / "pseudo_labels.json", scores)
     logging.getLogger("pseudo_labels").info("pseudo-label mIoU %.2f, ignored %.1f%% of pixels",

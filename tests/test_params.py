@@ -26,7 +26,7 @@ def test_paper_config_is_valid():
     ({"clims": {"gamma": "high"}}, "clims.gamma", "'high'"),
     ({"train_cam": {"epochs": 2.5}}, "train_cam.epochs", "integer"),
     ({"train_cam": {"lr": -1.0}}, "train_cam.lr", "greater than 0"),
-    ({"pseudo_labels": {"crf": {"iterations": 0}}}, "pseudo_labels.crf.iterations", "greater than 0"),
+    ({"pseudo_labels": {"crf": {"iterations": -1}}}, "pseudo_labels.crf.iterations", "greater than or equal to 0"),
     ({"clims": {"cbs_threshold": 1.5}}, "clims.cbs_threshold", "less than or equal to 1"),
     ({"device": "gpu"}, "device", "'auto', 'cpu', 'cuda'"),
     ({"train_cam": {"loss": "dice"}}, "train_cam.loss", "'clims' or 'bce'"),

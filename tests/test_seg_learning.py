@@ -70,6 +70,24 @@ def test_cris_samples_one_per_present_class_and_negatives():
         np.testing.assert_array_equal(t, [[0, 0, 0], [255, 0, 0]])
 
 
+def test_cris_step_draws_one_present_class_per_image_or_a_negative():
+    from textwsss.steps import pick_cris_targets
+
+    targets = torch.tensor([[[0, 3, 3], [255, 5, 0]], [[0, 0, 255], [0, 0, 0]]])
+    drawn = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        classes, masks = pick_cris_targets(targets, 20)
+        assert masks.dtype == torch.long and masks.shape == targets.shape
+        k = classes[0]
+        assert k in (2, 4)
+        torch.testing.assert_close(masks[0], torch.where(targets[0] == 255, 255, (targets[0] == k + 1).long()))
+        drawn.add(k)
+        # no object: any class, asked to answer "nowhere" (ignore kept)
+        torch.testing.assert_close(masks[1], torch.tensor([[0, 0, 255], [0, 0, 0]]))
+    assert drawn == {2, 4}  # both present classes get drawn
+
+
 # ------------------------------------------------------------------------------------------------ learning
 def _tensors(scenes):
     x = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 255

@@ -57,6 +57,8 @@ def test_loop_learns(tmp_path):
     assert _accuracy(model, data) > max(before, 0.85)
     logged = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert "ce" in logged["train"] and "lr" in logged["train"]
+    lr_log = (tmp_path / "live" / "plots" / "metrics" / "train" / "lr.tsv").read_text().splitlines()
+    assert float(lr_log[1].split("\t")[-1]) == pytest.approx(0.5)  # first step: the base rate, params lr
     assert (tmp_path / "live" / "plots" / "metrics" / "train" / "ce.tsv").is_file()
 
 

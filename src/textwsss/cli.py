@@ -31,10 +31,9 @@ def _inputs(paths: list[str]) -> list[Path]:
 def _crf(args):
     if not args.crf:
         return None
-    from .crf import CRFParams
+    from .crf import DEEPLAB_CRF
 
-    return CRFParams(gaussian_sxy=1, gaussian_compat=3, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4,
-                     iterations=10)
+    return DEEPLAB_CRF
 
 
 def predict(args) -> None:

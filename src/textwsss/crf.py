@@ -5,26 +5,9 @@ colours, so a normalised or mean-subtracted image (a known bug elsewhere) silent
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class CRFParams:
-    """Kernel settings of the dense CRF (defaults: IRN / CLIMS, METHODS.md section 3).
-
-    gaussian_sxy / gaussian_compat: spatial smoothness kernel width (pixels) and its weight.
-    bilateral_sxy / bilateral_srgb / bilateral_compat: appearance kernel widths (pixels, colour levels) and weight.
-    iterations: mean-field inference steps.
-    """
-
-    gaussian_sxy: float = 3
-    gaussian_compat: float = 3
-    bilateral_sxy: float = 50
-    bilateral_srgb: float = 5
-    bilateral_compat: float = 10
-    iterations: int = 10
+from .params import DEEPLAB_CRF, CRFParams  # noqa: F401  (the CRF settings live with the params)
 
 
 def _check_image(image: np.ndarray, shape: tuple[int, int], what: str) -> np.ndarray:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .cam import group_by_size, multiscale_cams, save_cam
 from .datasets import to_tensor
-from .models.runtime import for_inference
+from .models.runtime import for_inference, image_probe
 from .voc import image_path, read_image
 
 log = logging.getLogger(__name__)
@@ -24,12 +24,6 @@ def working_size(h: int, w: int, max_side: int) -> tuple[int, int]:
         return h, w
     s = max_side / max(h, w)
     return max(1, round(h * s)), max(1, round(w * s))
-
-
-def cam_probe(device: str | torch.device):
-    """A fixed check input for `for_inference`: the CAM net's maps on a seeded random 2-image batch."""
-    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0)).to(device)
-    return lambda net: net(x)
 
 
 def image_sizes(root: Path, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -46,7 +40,7 @@ def make_cams(model, root: Path, ids: Sequence[str], labels: dict[str, list[int]
               scales: Sequence[float], flip: bool, max_side: int, batch_size: int = 4, max_pixels: int = 0,
               device: str | torch.device = "cpu") -> None:
     """Writes out_dir/<id>.npz (float16 CAMs at the original image size, with the class indices)."""
-    model = for_inference(model, device, probe=cam_probe(device))
+    model = for_inference(model, device, probe=image_probe(device))
     sizes = image_sizes(root, ids)
     work = {i: working_size(*sizes[i], max_side) for i in ids}
     batches = group_by_size(work, batch_size)

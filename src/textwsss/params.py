@@ -154,13 +154,24 @@ class EvalCamParams(Section):
     figures: NonNegInt = 6
 
 
-class CRFSettings(Section):
+class CRFParams(Section):
+    """Kernel settings of the dense CRF (defaults: IRN / CLIMS, METHODS.md section 3).
+
+    gaussian_sxy / gaussian_compat: spatial smoothness kernel width (pixels) and its weight.
+    bilateral_sxy / bilateral_srgb / bilateral_compat: appearance kernel widths (pixels, colour levels) and weight.
+    iterations: mean-field inference steps.
+    """
     gaussian_sxy: PosFloat = 3
     gaussian_compat: PosFloat = 3
     bilateral_sxy: PosFloat = 50
     bilateral_srgb: PosFloat = 5
     bilateral_compat: PosFloat = 10
-    iterations: PosInt = 10
+    iterations: NonNegInt = 10  # 0: no mean-field step (the unary argmax)
+
+
+# The CRF on probabilities as deeplab-pytorch / CLIP-ES use it (METHODS.md section 3).
+DEEPLAB_CRF = CRFParams(gaussian_sxy=1, gaussian_compat=3, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4,
+                        iterations=10)
 
 
 class PseudoLabelParams(Section):
@@ -172,7 +183,7 @@ class PseudoLabelParams(Section):
     gt_prob: Annotated[float, Field(gt=0, lt=1)] = 0.7
     prob_alpha: PosFloat = 1.0
     confidence: Prob = 0.95
-    crf: CRFSettings = CRFSettings()
+    crf: CRFParams = CRFParams()
 
     @model_validator(mode="after")
     def _order(self):
@@ -210,9 +221,7 @@ class EvalSegParams(Section):
     scales: list[PosFloat] = [1.0]
     flip: bool = False
     postprocess_crf: bool = False
-    # CRF on probabilities as deeplab-pytorch / CLIP-ES use it (METHODS.md section 3)
-    crf: CRFSettings = CRFSettings(gaussian_sxy=1, gaussian_compat=3, bilateral_sxy=67, bilateral_srgb=3,
-                                   bilateral_compat=4, iterations=10)
+    crf: CRFParams = DEEPLAB_CRF
     figures: NonNegInt = 6
 
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .datasets import to_tensor
 from .metrics import ConfusionMatrix
-from .models.runtime import place
+from .models.runtime import for_inference, image_probe
 from .voc import CLASS_NAMES, image_path, mask_path, read_image, read_mask, readable
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def evaluate_model(model, root: Path, ids: Sequence[str], *, scales: Sequence[fl
     """Scores the model on a split: (summary with miou/pixel_acc/per_class, confusion matrix)."""
     from .viz import label_figure
 
-    model = place(model, device).eval()
+    # CRIS needs prompts besides images, so only DeepLab gets the probe that allows folding its BatchNorm.
+    model = for_inference(model, device, probe=None if model.spec["type"] == "cris" else image_probe(device))
     cm = ConfusionMatrix()
     for i in tqdm(ids, desc="evaluate", unit="img", disable=None):
         image = read_image(image_path(root, i))

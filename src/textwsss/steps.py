@@ -43,17 +43,19 @@ def deeplab_step() -> StepFn:
 
 
 def pick_cris_targets(targets: torch.Tensor, num_classes: int) -> tuple[list[int], torch.Tensor]:
-    """One (class, binary mask) sample per image: a class present in its label map, drawn with torch's RNG;
-    an image without objects gets a random absent class and an all-background target (a negative)."""
+    """One (class, binary mask) sample per image, drawn with torch's RNG among its `cris_samples` (one per
+    present class); an image without objects gets a random absent class and an all-background target."""
+    from .losses.segmentation import IGNORE, cris_samples
+
     classes, masks = [], []
     for t in targets:
-        present = [int(v) - 1 for v in torch.unique(t).tolist() if 0 < v <= num_classes]
-        if present:
-            k = present[int(torch.randint(len(present), ()).item())]
+        samples = cris_samples(t, num_classes=num_classes)
+        if samples:
+            k, target = samples[int(torch.randint(len(samples), ()).item())]
+            binary = torch.from_numpy(target).long()
         else:
             k = int(torch.randint(num_classes, ()).item())
-        binary = (t == k + 1).long()
-        binary[t == 255] = 255
+            binary = torch.where(t == IGNORE, IGNORE, 0).long()
         classes.append(k)
         masks.append(binary)
     return classes, torch.stack(masks)

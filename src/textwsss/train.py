@@ -187,6 +187,9 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
                 losses = {**losses, "grad_norm": values_norm}
             scaler.step(optimizer)
             scaler.update()
+            # The base rate this step used (params lr under the poly schedule); groups run at lr x lr_mult.
+            group = optimizer.param_groups[0]
+            step_lr = group["lr"] / group.get("lr_mult", 1.0)
             scheduler.step()
             values = {k: float(v.detach()) for k, v in losses.items()}
             for k, v in values.items():
@@ -197,7 +200,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
             if live is not None:
                 for k, v in values.items():
                     live.log_metric(f"train/{k}", v)
-                live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
+                live.log_metric("train/lr", step_lr)
                 live.next_step()
         means = env.mean({k: v / max(n, 1) for k, v in sums.items()})
         log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,

@@ -49,6 +49,12 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
+def image_probe(device: str | torch.device) -> Callable[[nn.Module], torch.Tensor]:
+    """The probe for networks that take an image batch: net(x) on a seeded random (2, 3, 96, 128) batch."""
+    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0)).to(device)
+    return lambda net: net(x)
+
+
 @torch.inference_mode()
 def for_inference(model: nn.Module, device: str | torch.device,
                   probe: Callable[[nn.Module], torch.Tensor] | None = None) -> nn.Module:
