@@ -7,14 +7,14 @@ stride 16, 20 classes, train mode), sigmoid, CLIMS loss with the frozen ImageNet
              present (image, class) pair, networks in PyTorch's default (NCHW) layout;
 - stage:     textwsss.losses.clims.clims_loss as the stage runs it: the 2P masked images stacked and encoded
              in calls of --matcher-batch images (params train_cam.matcher_batch), networks channels-last
-             (textwsss.models.runtime.place);
-- informative rows split the gain: the per-pair loop in channels-last, and clims_loss with the whole stack
-  in ONE matcher call (what a GPU wants; on a CPU a 30-image call at 224 px overflows the caches and runs
-  slower per image than calls of a few images).
+             (textwsss.models.runtime.place), the frozen matcher's BatchNorm folded (build_matcher);
+- informative rows split the gain: the per-pair loop on the stage's networks, and clims_loss with the whole stack
+  in ONE matcher call (what a GPU wants; on a CPU a 30-image call at 224 px runs slower per image than
+  calls of ~8, whose activations stay in the caches).
 First checks, in float64, that every path gives the reference's loss terms (relative 1e-5) and CAM gradients
 (relative L2 1e-6); then times the float32 step of each path and prints steps/s and the ratios.
 
-    python benchmarks/train_cam_step.py [--n 8] [--crop 224] [--threads 2] [--repeats 3] [--matcher-batch 4]
+    python benchmarks/train_cam_step.py [--n 8] [--crop 224] [--threads 2] [--repeats 5] [--matcher-batch 8]
                                         [--device cpu]
 """
 from __future__ import annotations
@@ -32,7 +32,9 @@ from torch import Tensor
 
 from textwsss.datasets import multi_hot, to_tensor
 from textwsss.guide import build_matcher
+from textwsss.guide.factory import prepare_matcher
 from textwsss.guide.base import SIM_MAX, SIM_MIN, Matcher
+from textwsss.guide.imagenet_matcher import ImageNetMatcher
 from textwsss.losses.clims import clims_loss
 from textwsss.voc import CLASS_NAMES, image_path, labels_of_mask, mask_path, read_image, read_mask, read_split, readable
 
@@ -130,9 +132,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="batch size (train images with objects)")
     parser.add_argument("--crop", type=int, default=224, help="square training crop")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per path; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per path; the fastest counts")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--matcher-batch", type=int, default=4,
+    parser.add_argument("--matcher-batch", type=int, default=8,
                         help="stage path: masked images per matcher call, as params train_cam.matcher_batch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -142,14 +144,13 @@ def main() -> None:
     from textwsss.models.factory import build_cam_net
     from textwsss.models.runtime import place
 
-    plain = torch.nn.Module.to  # PyTorch's default layout, for the reference
     model = build_cam_net(backbone="efficientnet_lite0", pretrained="imagenet", output_stride=16,
                           num_classes=len(CLASS_NAMES)).train()
-    matcher = build_matcher("imagenet", device=device)
+    plain_model = copy.deepcopy(model).to(device)  # PyTorch's default layout, for the reference
+    model = place(model, device)
+    matcher = build_matcher("imagenet", device=device)  # as the stage builds it: channels-last, BatchNorm folded
+    plain_matcher = ImageNetMatcher().to(device)  # the same frozen classifier, NCHW, BatchNorm kept
     words = matcher.check_concepts(BACKGROUND_WORDS, background=True)
-    plain_model = plain(copy.deepcopy(model), device, memory_format=torch.contiguous_format)
-    plain_matcher = plain(copy.deepcopy(matcher), device, memory_format=torch.contiguous_format)
-    model, matcher = place(model, device), place(matcher, device)
     images, labels = load_batch(args.root, args.n, args.crop)
     images, labels = images.to(device), labels.to(device)
     pairs = int((labels > 0.5).sum())
@@ -162,7 +163,10 @@ def main() -> None:
     # Correctness in float64, where neither batching nor layout changes more than the last bits; float32
     # rounding differs between layouts by ~1e-3 relative (BatchNorm in train mode amplifies it), so the
     # timed float32 runs below only report their differences.
-    double = {k: (copy.deepcopy(m).double(), copy.deepcopy(t).double(), *rest) for k, (m, t, *rest) in paths.items()}
+    # (the stage's networks are prepared again from float64 copies: folding in float32 leaves float32 rounding)
+    model64, matcher64 = copy.deepcopy(plain_model).double(), copy.deepcopy(plain_matcher).double()
+    double = step_paths(place(copy.deepcopy(model64), device), prepare_matcher(matcher64, device), model64,
+                        matcher64, words, args.matcher_batch)
     checks = {name: run_path(*path, images.double(), labels, words) for name, path in double.items()}
     ref_terms, ref_grads = checks[reference]
     failed = False
@@ -192,9 +196,9 @@ def step_paths(model, matcher, plain_model, plain_matcher, words, matcher_batch:
     """name -> (CAM net, matcher, loss function, loss options); the reference first, the stage's step last."""
     return {
         "reference: per-pair loop, NCHW": (plain_model, plain_matcher, per_pair_clims_loss, {}),
-        "  per-pair loop, NHWC": (model, matcher, per_pair_clims_loss, {}),
-        "  clims_loss, one matcher call, NHWC": (model, matcher, clims_loss, {}),
-        f"stage: clims_loss, calls of {matcher_batch}, NHWC": (model, matcher, clims_loss,
+        "  per-pair loop, stage networks": (model, matcher, per_pair_clims_loss, {}),
+        "  clims_loss, one call, stage networks": (model, matcher, clims_loss, {}),
+        f"stage: clims_loss, calls of {matcher_batch}": (model, matcher, clims_loss,
                                                                {"max_images_per_call": matcher_batch}),
     }
 

@@ -81,3 +81,22 @@ def test_for_inference_checks_the_folded_network_and_falls_back(caplog):
     assert not ready.training
     with torch.inference_mode():
         torch.testing.assert_close(ready(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_matcher_is_folded_frozen_and_passes_gradients_to_images():
+    from textwsss.guide import build_matcher
+    from textwsss.guide.imagenet_matcher import ImageNetMatcher
+
+    plain = ImageNetMatcher()  # BatchNorm kept, NCHW
+    matcher = build_matcher("imagenet")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in matcher.modules())
+    assert all(not p.requires_grad for p in matcher.parameters())
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for m in (plain, matcher):
+        x = images.clone().requires_grad_(True)
+        feats = m.encode_images(x)
+        feats[:, 281].sum().backward()  # log-probability of 'tabby cat'
+        grads.append(x.grad)
+    assert grads[1].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)

@@ -65,7 +65,7 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
     similarity exceeds it (0.26 on VOC in the public code; 0 counts every pair); class_weights:
     optional (K,) factors on the per-class OTM and BTM terms; max_images_per_call: the 2P masked images
     go through the matcher in calls of at most this many (0: one call; a GPU wants one call, a CPU
-    calls of ~4 images, whose activations stay in its caches). The result does not depend on it.
+    calls of ~8 images, whose activations stay in its caches). The result does not depend on it.
     Returns {'otm', 'btm', 'cbs', 'reg', 'total'} (scalars).
     """
     if maps.ndim != 4:

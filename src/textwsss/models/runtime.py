@@ -7,6 +7,7 @@ and its multi-scale inference 1.3-1.65x (only 4-D weights change layout; results
 
 `for_inference` also folds each eval-mode BatchNorm into the convolution before it (BatchNorm was ~20% of
 EfficientNet-Lite0's CPU inference time), and checks the folded network against the original on a probe.
+Gradients still flow through a folded network to its inputs (the frozen matcher of CLIMS needs that).
 """
 from __future__ import annotations
 
@@ -55,10 +56,11 @@ def image_probe(device: str | torch.device) -> Callable[[nn.Module], torch.Tenso
     return lambda net: net(x)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the folded weights must stay usable where gradients reach the inputs
 def for_inference(model: nn.Module, device: str | torch.device,
                   probe: Callable[[nn.Module], torch.Tensor] | None = None) -> nn.Module:
-    """An eval-mode copy of `model`, placed on `device`, with BatchNorm folded into its convolutions.
+    """An eval-mode copy of `model`, placed on `device`, with BatchNorm folded into its convolutions. For
+    networks that never train again: the CAM net in make_cam, DeepLab in evaluation, the frozen matcher.
 
     probe(net) -> output on a fixed input: when given, the folded copy must reproduce the original's output
     (relative 1e-4), otherwise the unfolded copy is returned with a warning. Without a probe nothing is folded.
