@@ -6,15 +6,14 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic_path
+from .io import save_torch
 from .models.runtime import place
 
 FORMAT = "textwsss-model-1"
 
 
 def save_model(path: str | Path, model: torch.nn.Module, **meta) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "spec": model.spec, "state_dict": model.state_dict(), "meta": meta}, tmp)
+    save_torch(path, {"format": FORMAT, "spec": model.spec, "state_dict": model.state_dict(), "meta": meta})
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -31,6 +31,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def save_torch(path: str | os.PathLike, obj) -> None:
+    """torch.save, atomically, through a file object: torch names the archive's inner folder after the file
+    it writes to, and the temporary name is random; through a file object the folder is always 'archive',
+    so equal objects give equal bytes and a rerun with the same seed gives the same DVC hashes."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")

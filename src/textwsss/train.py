@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from .io import atomic_path
+from .io import save_torch
 from .models.runtime import place
 
 log = logging.getLogger(__name__)
@@ -206,10 +206,9 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
         log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
                  ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
         if env.main and cfg.checkpoint is not None:
-            with atomic_path(cfg.checkpoint) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                            "rng": _rng_state(), "fingerprint": cfg.fingerprint}, tmp)
+            save_torch(cfg.checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                        "epoch": epoch, "rng": _rng_state(), "fingerprint": cfg.fingerprint})
         env.barrier()
     if live is not None:
         live.end()
