@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from _timing import best_time
 
 from textwsss.cam import group_by_size, multiscale_cams, reference_cam
 from textwsss.datasets import to_tensor
@@ -67,16 +68,6 @@ def run_batched(model: torch.nn.Module, images: dict[str, torch.Tensor], keys: d
 def run_reference(model: torch.nn.Module, images: dict[str, torch.Tensor], keys: dict[str, list[int]],
                   scales: Sequence[float], flip: bool) -> dict[str, torch.Tensor]:
     return {i: reference_cam(model, x, keys[i], scales, flip) for i, x in images.items()}
-
-
-def best_time(fn: Callable[[], dict], repeats: int) -> tuple[dict, float]:
-    """The result of fn and its fastest wall time over `repeats` runs (the machine is shared)."""
-    best, result = float("inf"), {}
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
 
 
 def main() -> None:

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from _timing import best_time
 
 from textwsss.datasets import multi_hot, to_tensor
 from textwsss.guide import build_matcher
@@ -110,20 +111,6 @@ def train_step(model: torch.nn.Module, images: Tensor, labels: Tensor, matcher: 
     out["total"].backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     return {k: float(v.detach()) for k, v in out.items()}, grads
-
-
-def best_time(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[object, float]:
-    """The result of fn and its fastest wall time over `repeats` runs (the machine is shared)."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return result, best
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ def build_matcher(kind: str, *, arch: str = "ViT-B-32", pretrained: str | None =
 def prepare_matcher(matcher: Matcher, device: str | torch.device = "cpu") -> Matcher:
     """A copy of `matcher` on `device`, channels-last, its BatchNorm folded into the convolutions: it is frozen
     for good, so that is exact up to float rounding (checked on a probe image batch by `for_inference`)."""
-    from textwsss.models.runtime import for_inference
+    from textwsss.models.runtime import for_inference, image_probe
 
-    probe = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0)).to(device)
-    return for_inference(matcher, device, probe=lambda m: m.encode_images(probe)).freeze()
+    probe = image_probe(device, lambda m, x: m.encode_images(x))
+    return for_inference(matcher, device, probe=probe).freeze()

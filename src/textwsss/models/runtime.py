@@ -50,10 +50,13 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
-def image_probe(device: str | torch.device) -> Callable[[nn.Module], torch.Tensor]:
-    """The probe for networks that take an image batch: net(x) on a seeded random (2, 3, 96, 128) batch."""
+def image_probe(device: str | torch.device,
+                forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+                ) -> Callable[[nn.Module], torch.Tensor]:
+    """The probe for networks that take an image batch: forward(net, x) (default net(x)) on a seeded random
+    (2, 3, 96, 128) batch in [0, 1]."""
     x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0)).to(device)
-    return lambda net: net(x)
+    return (lambda net: net(x)) if forward is None else (lambda net: forward(net, x))
 
 
 @torch.no_grad()  # not inference_mode: the folded weights must stay usable where gradients reach the inputs
