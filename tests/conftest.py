@@ -16,3 +16,11 @@ def voc_mini() -> Path:
     if not VOC_MINI.is_dir():
         pytest.skip(f"voc-mini sample not found at {VOC_MINI}")
     return VOC_MINI
+
+
+@pytest.fixture(scope="session")
+def voc_data(voc_mini, tmp_path_factory):
+    """voc-mini as the stages see it (a PreparedDataset)."""
+    from vocmini import prepared
+
+    return prepared(voc_mini, tmp_path_factory.mktemp("voc-mini") / "prepared")

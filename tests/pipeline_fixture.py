@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "data": {"workers": 0},
+    "train_cam_baseline": {"epochs": 1, "batch_size": 4, "resize_long": [64, 64], "crop_size": 64},
     "train_cam": {"epochs": 1, "batch_size": 4, "resize_long": [64, 64], "crop_size": 64},
     "make_cam": {"scales": [1.0, 0.5], "max_side": 0},
     "eval_cam": {"figures": 1},

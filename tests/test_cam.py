@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from textwsss.data.classes import VOC
 from textwsss.cam import (group_by_size, labels_from_cams, multiscale_cams, normalise_per_class, reference_cam,
                           sweep_thresholds)
 
@@ -75,8 +76,13 @@ def test_sweep_picks_the_best_threshold():
     cams = np.where(gt == 3, 0.45, 0.2)[None].astype(np.float32)
     cams[0, 5:, :5] = 0.3
     cams[0, :5, :5] = 0.5
-    best, curve = sweep_thresholds([(cams, [2], gt)], [0.1, 0.2, 0.35, 0.5, 0.6])
+    best, curve = sweep_thresholds([(cams, [2], gt)], [0.1, 0.2, 0.35, 0.5, 0.6], VOC.label_names)
     assert best["threshold"] == 0.35 and best["miou"] == pytest.approx(100.0)
     by_t = {c["threshold"]: c["miou"] for c in curve}
     assert by_t[0.1] < 100 and by_t[0.6] < 100 and len(curve) == 5
-    assert best["per_class"]["bird"] == pytest.approx(100.0)
+    assert best["per_class"]["bird"] == pytest.approx(100.0) and best["n_images"] == 1
+
+
+def test_sweep_without_masks_scores_nothing():
+    best, curve = sweep_thresholds([], [0.1, 0.2], VOC.label_names)
+    assert best["miou"] is None and best["n_images"] == 0 and curve == []

@@ -28,7 +28,7 @@ class IntensityMatcher(Matcher):
         self.image_calls += 1
         return super().encode_images(images)
 
-    def _encode_pixels(self, images: Tensor) -> Tensor:
+    def _encode_normalised(self, images: Tensor) -> Tensor:
         return images.mean(dim=(1, 2, 3)).unsqueeze(1)
 
     def _encode_concept_batch(self, concepts: list[str]) -> Tensor:
@@ -58,6 +58,7 @@ def _case() -> tuple[Tensor, Tensor, Tensor]:
 #   fg intensity 0.4, 0.2, 0.3 ; bg intensity 0.4, 0.6, 0.2
 #   s(fg, class) = 0.4, 0.1, 0.15 ; s(bg, class) = 0.4, 0.3, 0.1
 #   s(fg, tree) = 0.8, 0.4, 0.6 ; s(fg, sea) = 0.2, 0.1, 0.15
+# 'per_image' reduction: each term summed over an image's classes, averaged over the 2 images
 OTM = -(math.log(0.4) + math.log(0.1) + math.log(0.15)) / 2
 BTM = -(math.log(0.6) + math.log(0.7) + math.log(0.9)) / 2
 CBS_TREE = -(math.log(0.2) + math.log(0.6) + math.log(0.4)) / 2
@@ -65,11 +66,56 @@ CBS_SEA = -(math.log(0.8) + math.log(0.9) + math.log(0.85)) / 2
 REG = (0.5 + 0.25 + 0.9 + 0.2 + 0.6 + 0.1) / 6
 
 
+def test_official_reduction_matches_hand_computation():
+    # the public clip_loss.py: OTM, BTM the mean over the 3 present (image, class) pairs (image 0 has two
+    # classes, image 1 one); CBS the plain sum over pairs x words above the threshold
+    maps, images, labels = _case()
+    out = clims_loss(maps, images, labels, IntensityMatcher(FACTORS), CLASSES, ["tree", "sea"],
+                     cbs_threshold=0.26, reduction="official")
+    otm = -(math.log(0.4) + math.log(0.1) + math.log(0.15)) / 3
+    btm = -(math.log(0.6) + math.log(0.7) + math.log(0.9)) / 3
+    cbs = -(math.log(1 - 0.8) + math.log(1 - 0.4) + math.log(1 - 0.6))  # tree only: sea scores <= 0.2
+    assert out["otm"].item() == pytest.approx(otm, rel=1e-6)
+    assert out["btm"].item() == pytest.approx(btm, rel=1e-6)
+    assert out["cbs"].item() == pytest.approx(cbs, rel=1e-6)
+    assert out["reg"].item() == pytest.approx(REG, rel=1e-6)
+    assert out["total"].item() == pytest.approx(10 * otm + 24 * btm + cbs + 0.2 * REG, rel=1e-6)
+    # the default is the official form
+    default = clims_loss(maps, images, labels, IntensityMatcher(FACTORS), CLASSES, ["tree", "sea"])
+    assert default["total"].item() == pytest.approx(out["total"].item(), rel=1e-9)
+    with pytest.raises(ValueError, match="reduction"):
+        clims_loss(maps, images, labels, IntensityMatcher(FACTORS), CLASSES, [], reduction="sum")
+
+
+def test_official_input_masks_the_imagenet_normalised_image():
+    maps, images, labels = _case()
+    matcher = IntensityMatcher({"cat": 0.3, "dog": 0.3, "cow": 0.3})
+    out = clims_loss(maps, images, labels, matcher, CLASSES, [], input_mode="official", reduction="official")
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+
+    def s(value, p):  # intensity of the normalised constant image times the map level, times the factor
+        return min(max(float(((value - mean) / std).mean()) * p * 0.3, 1e-4), 0.9999)
+
+    fg = [s(0.8, 0.5), s(0.8, 0.25), s(0.5, 0.6)]
+    assert out["otm"].item() == pytest.approx(-sum(math.log(v) for v in fg) / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="input_mode"):
+        clims_loss(maps, images, labels, matcher, CLASSES, [], input_mode="raw")
+
+
+def test_prenormalised_input_skips_the_matchers_own_normalisation():
+    matcher = IntensityMatcher(FACTORS)
+    matcher.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5, dtype=torch.float64))
+    matcher.register_buffer("std", torch.full((1, 3, 1, 1), 0.25, dtype=torch.float64))
+    x = torch.full((1, 3, 8, 8), 0.75, dtype=torch.float64)
+    assert matcher.encode_images(x).item() == pytest.approx(1.0)  # (0.75 - 0.5) / 0.25
+    assert matcher.encode_prenormalised(x).item() == pytest.approx(0.75)
+
+
 def test_terms_match_hand_computation():
     maps, images, labels = _case()
     matcher = IntensityMatcher(FACTORS)
     out = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], alpha=10, beta=24, gamma=1,
-                     delta=0.2, cbs_threshold=0.26)
+                     delta=0.2, cbs_threshold=0.26, reduction="per_image")
     assert out["otm"].item() == pytest.approx(OTM, rel=1e-6)
     assert out["btm"].item() == pytest.approx(BTM, rel=1e-6)
     assert out["cbs"].item() == pytest.approx(CBS_TREE, rel=1e-6)  # every sea score is below 0.26
@@ -85,13 +131,15 @@ def test_matcher_calls_of_a_few_images_give_the_same_terms(per_call, calls):
     # 3 pairs -> 6 masked images; CPUs run calls of ~4 images fastest, the terms must not change.
     maps, images, labels = _case()
     matcher = IntensityMatcher(FACTORS)
-    out = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], max_images_per_call=per_call)
+    out = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], max_images_per_call=per_call,
+                     reduction="per_image")
     assert matcher.image_calls == calls
     for name, value in {"otm": OTM, "btm": BTM, "cbs": CBS_TREE, "reg": REG}.items():
         assert out[name].item() == pytest.approx(value, rel=1e-6)
     out["total"].backward()
     one_call_maps = maps.detach().clone().requires_grad_(True)
-    clims_loss(one_call_maps, images, labels, IntensityMatcher(FACTORS), CLASSES, ["tree", "sea"])["total"].backward()
+    clims_loss(one_call_maps, images, labels, IntensityMatcher(FACTORS), CLASSES, ["tree", "sea"],
+               reduction="per_image")["total"].backward()
     torch.testing.assert_close(maps.grad, one_call_maps.grad)
     with pytest.raises(ValueError, match="max_images_per_call"):
         clims_loss(maps, images, labels, matcher, CLASSES, [], max_images_per_call=-1)
@@ -100,12 +148,14 @@ def test_matcher_calls_of_a_few_images_give_the_same_terms(per_call, calls):
 def test_cbs_threshold_and_per_class_words():
     maps, images, labels = _case()
     matcher = IntensityMatcher(FACTORS)
-    every = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], cbs_threshold=0.0)
+    every = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], cbs_threshold=0.0,
+                       reduction="per_image")
     assert every["cbs"].item() == pytest.approx(CBS_TREE + CBS_SEA, rel=1e-6)
-    high = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], cbs_threshold=0.5)
+    high = clims_loss(maps, images, labels, matcher, CLASSES, ["tree", "sea"], cbs_threshold=0.5,
+                      reduction="per_image")
     assert high["cbs"].item() == pytest.approx(-(math.log(0.2) + math.log(0.4)) / 2, rel=1e-6)
     per_class = clims_loss(maps, images, labels, matcher, CLASSES, {"cat": ["sea"], "cow": ["tree"]},
-                           cbs_threshold=0.0)
+                           cbs_threshold=0.0, reduction="per_image")
     assert per_class["cbs"].item() == pytest.approx(-math.log(0.8) / 2, rel=1e-6)  # dog has no words
     none = clims_loss(maps, images, labels, matcher, CLASSES, [], cbs_threshold=0.0)
     assert none["cbs"].item() == 0.0
@@ -115,7 +165,7 @@ def test_cbs_threshold_and_per_class_words():
 def test_class_weights_scale_otm_and_btm():
     maps, images, labels = _case()
     out = clims_loss(maps, images, labels, IntensityMatcher(FACTORS), CLASSES, [],
-                     class_weights=torch.tensor([3.0, 1.0, 1.0]))
+                     class_weights=torch.tensor([3.0, 1.0, 1.0]), reduction="per_image")
     assert out["otm"].item() == pytest.approx(OTM - 2 * math.log(0.4) / 2 * 1, rel=1e-6)
     assert out["btm"].item() == pytest.approx(BTM - 2 * math.log(0.6) / 2, rel=1e-6)
 
@@ -154,7 +204,7 @@ class ColourMatcher(Matcher):
         self.register_buffer("colours", torch.tensor(np.stack([class_colour(k) for k in range(NUM)]) / 255.0,
                                                      dtype=torch.float32))
 
-    def _encode_pixels(self, images: Tensor) -> Tensor:
+    def _encode_normalised(self, images: Tensor) -> Tensor:
         chroma = self.colours - self.colours.mean(dim=1, keepdim=True)  # grey pixels project to 0
         proj = torch.einsum("nchw,kc->nkhw", images, chroma) / (chroma ** 2).sum(dim=1)[None, :, None, None]
         # the 0.3 margin ignores the grey texture's noise and partial matches of other colours

@@ -17,10 +17,10 @@ from torch.utils.data import TensorDataset
 from textwsss.guide import build_matcher
 from textwsss.guide.base import SIM_MAX, SIM_MIN, Matcher
 from textwsss.models.factory import build_cam_net
-from textwsss.steps import clims_step
+from textwsss.training.steps import clims_step
 from textwsss.synthetic import Scene, class_colour, make_scenes
-from textwsss.train import TrainConfig, fit
-from textwsss.voc import CLASS_NAMES, NUM_CLASSES, readable
+from textwsss.training.loop import TrainConfig, fit
+from vocmini import CLASS_NAMES, NUM_CLASSES, readable
 
 
 def _tensors(scenes: list[Scene], num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -128,7 +128,7 @@ class ColourAmountMatcher(Matcher):
         self.names = [readable(c) for c in CLASS_NAMES[:num_classes]]
         self.freeze()
 
-    def _encode_pixels(self, images: Tensor) -> Tensor:
+    def _encode_normalised(self, images: Tensor) -> Tensor:
         proj = torch.einsum("nchw,kc->nkhw", images, self.axes)
         ramp = self.softness * F.softplus((proj - self.margin) / self.softness) / (1.0 - self.margin)
         return ramp.mean(dim=(2, 3))

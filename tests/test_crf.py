@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from textwsss.crf import CRFParams, crf_from_labels, crf_from_probs
-from textwsss.voc import image_path, mask_path, read_image, read_mask
+from vocmini import image_path, mask_path, read_image, read_mask
 
 IMAGE_ID = "2007_000039"  # a tv monitor on a desk
 

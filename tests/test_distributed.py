@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     from torch.utils.data import TensorDataset
 
-    from textwsss.train import TrainConfig, fit
+    from textwsss.training.loop import TrainConfig, fit
 
     out, epochs = Path(sys.argv[1]), int(sys.argv[2])
     rank = int(os.environ["RANK"])

@@ -15,7 +15,7 @@ from textwsss.guide import build_matcher
 from textwsss.guide.imagenet_matcher import ImageNetMatcher, concept_indices, load_concept_table
 from textwsss.guide.open_clip_matcher import OpenClipMatcher
 from textwsss.guide.tiny import register_tiny_configs
-from textwsss.voc import CLASS_NAMES, image_path, labels_of_mask, mask_path, read_image, read_mask, read_split, readable
+from vocmini import CLASS_NAMES, image_path, labels_of_mask, mask_path, read_image, read_mask, read_split, readable
 
 register_tiny_configs()
 
@@ -127,7 +127,7 @@ def test_concept_table_indices_match_imagenet_names():
     for section in ("classes", "background"):
         for name, entry in table[section].items():
             assert [categories[i] for i in entry["imagenet_indices"]] == entry["imagenet_names"], name
-    assert set(table["classes"]) == set(CLASS_NAMES)
+    assert set(table["classes"]) >= set(CLASS_NAMES)
     for name in CLASS_NAMES:
         assert concept_indices(readable(name)) == concept_indices(name)
 
@@ -179,12 +179,14 @@ def test_calibration_separates_classes_and_is_deterministic(voc_mini):
         feats = matcher.encode_images(images)
         log_mass = matcher.logits(feats, matcher.encode_concepts(["person", "sea"]))
         chance_bias_scores = matcher.similarity(feats, matcher.encode_concepts(["person"]))[:, 0]
-    fitted = matcher.calibrate(images, labels, ["person", "sea"])
+    fitted = matcher.calibrate(images, labels[:, [person]], ["person"], ["sea"])
     has = labels[:, person] > 0
     midpoint = 0.5 * (log_mass[has, 0].mean() + log_mass[~has, 0].mean())
     assert fitted["person"] == pytest.approx(float(midpoint), abs=1e-5)
     assert fitted["sea"] == pytest.approx(float(torch.quantile(log_mass[:, 1], 0.75)), abs=1e-5)
-    assert ImageNetMatcher().calibrate(images, labels, ["person", "sea"]) == pytest.approx(fitted)
+    assert ImageNetMatcher().calibrate(images, labels[:, [person]], ["person"], ["sea"]) == pytest.approx(fitted)
+    with pytest.raises(ValueError, match="labels"):
+        matcher.calibrate(images, labels, ["person"], ["sea"])  # one label column per class concept
     with torch.no_grad():
         s = matcher.similarity(feats, matcher.encode_concepts(["person", "ocean"]))
     # balanced accuracy of s > 0.5 beats chance and the uncalibrated (chance-level bias) scores;
@@ -222,7 +224,7 @@ def test_open_clip_synonyms_ensemble_the_prompts(monkeypatch):
     seen: list[list[str]] = []
     original = matcher._encode_concept_batch
     monkeypatch.setattr(matcher, "_encode_concept_batch", lambda cs: seen.append(list(cs)) or original(cs))
-    matcher.set_synonyms({"tvmonitor": ["television", "monitor", "tv monitor"]})  # own spelling ignored
+    matcher.set_synonyms({"tv monitor": ["television", "monitor", "tv monitor"]})  # own spelling ignored
     assert matcher.concept_names("tv monitor") == ["tv monitor", "television", "monitor"]
     after = matcher.encode_concepts(["tv monitor", "cat"])
     assert seen == [["tv monitor"]]  # only the changed class is re-encoded
@@ -234,8 +236,6 @@ def test_open_clip_synonyms_ensemble_the_prompts(monkeypatch):
     torch.testing.assert_close(after[1], before[1])
     matcher.set_synonyms({})  # back to the single prompt
     torch.testing.assert_close(matcher.encode_concepts(["tv monitor"])[0], before[0])
-    with pytest.raises(ValueError, match="unicorn"):
-        matcher.set_synonyms({"unicorn": ["horse"]})
     with pytest.raises(ValueError, match="list of non-empty names"):
         matcher.set_synonyms({"sofa": "couch"})
 
@@ -243,22 +243,56 @@ def test_open_clip_synonyms_ensemble_the_prompts(monkeypatch):
 def test_imagenet_synonyms_take_the_union_of_known_classes(caplog):
     matcher = ImageNetMatcher()
     tv = concept_indices("tvmonitor")
-    assert torch.nonzero(matcher.encode_concepts(["tvmonitor"])[0]).flatten().tolist() == sorted(tv)
+    assert torch.nonzero(matcher.encode_concepts(["tv monitor"])[0]).flatten().tolist() == sorted(tv)
     with caplog.at_level(logging.WARNING):
         matcher.set_synonyms({"tv monitor": ["keyboard", "television set", "flatscreen"]})
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "television set" in warnings[0] and "flatscreen" in warnings[0]
     union = sorted(set(tv) | set(concept_indices("keyboard")))
     assert len(union) > len(tv)
-    for spelling in ("tvmonitor", "tv monitor"):
-        row = matcher.encode_concepts([spelling])[0]
-        assert torch.nonzero(row).flatten().tolist() == union
+    row = matcher.encode_concepts(["tv monitor"])[0]
+    assert torch.nonzero(row).flatten().tolist() == union
     # the score is the probability mass on the union
     feats = F.log_softmax(torch.randn(2, 1000), dim=-1)
     expected = feats.exp()[:, union].sum(-1).log()
-    torch.testing.assert_close(matcher.logits(feats, matcher.encode_concepts(["tvmonitor"]))[:, 0], expected)
+    torch.testing.assert_close(matcher.logits(feats, matcher.encode_concepts(["tv monitor"]))[:, 0], expected)
+
+
+def test_imagenet_stand_in_stops_on_a_class_it_cannot_map_and_says_how(caplog):
+    matcher = ImageNetMatcher()
+    with pytest.raises(ValueError) as err:
+        matcher.check_concepts(["cat", "kiwi fruit", "tractor"], background=False)
+    message = str(err.value)
+    assert "kiwi fruit" in message and "tractor" in message and "cat" not in message.split("class(es)")[1][:30]
+    assert "guide.imagenet_classes" in message and "clims.synonyms" in message
+    with pytest.raises(ValueError, match="kiwi fruit"):
+        matcher.encode_concepts(["kiwi fruit"])  # never silently dropped
+
+
+def test_imagenet_classes_from_params_map_a_new_class():
+    matcher = ImageNetMatcher(imagenet_classes={"kiwi fruit": ["Granny Smith", 950], "tractor": ["tractor"]})
+    assert matcher.check_concepts(["kiwi fruit", "tractor"], background=False) == ["kiwi fruit", "tractor"]
+    row = matcher.encode_concepts(["kiwi fruit"])[0]
+    assert torch.nonzero(row).flatten().tolist() == [948, 950]  # Granny Smith, orange
+    with pytest.raises(ValueError, match=r"guide.imagenet_classes\['x'\]: 'no such thing'"):
+        ImageNetMatcher(imagenet_classes={"x": ["no such thing"]})
+    # a synonym the table knows maps a class too
+    matcher.set_synonyms({"tomcat": ["cat"]})
+    assert matcher.check_concepts(["tomcat"], background=False) == ["tomcat"]
 
 
 def test_factory_passes_synonyms():
     matcher = build_matcher("open_clip", arch="tiny-rn", pretrained="none", synonyms={"sofa": ["couch"]})
     assert matcher.concept_names("sofa") == ["sofa", "couch"] and matcher.concept_names("cat") == ["cat"]
+
+
+def test_matcher_from_params_attaches_synonyms_to_the_class_prompts():
+    from textwsss.data.classes import VOC
+    from textwsss.guide.factory import matcher_from_params
+    from textwsss.params import ParamsError, parse_params
+
+    params = parse_params({"clims": {"synonyms": {"tvmonitor": ["keyboard"]}}})
+    matcher = matcher_from_params(params, VOC)
+    assert matcher.concept_names("tv monitor") == ["tv monitor", "keyboard"]
+    with pytest.raises(ParamsError, match="unicorn"):
+        matcher_from_params(parse_params({"clims": {"synonyms": {"unicorn": ["horse"]}}}), VOC)

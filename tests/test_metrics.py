@@ -7,7 +7,7 @@ from textwsss.metrics import ConfusionMatrix, mask_iou, referring_scores
 def test_confusion_matrix_hand_computed_with_ignore():
     gt = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
     pred = np.array([[0, 1, 1, 1], [2, 0, 2, 0]])
-    cm = ConfusionMatrix(3, ["bg", "a", "b"])
+    cm = ConfusionMatrix(["bg", "a", "b"])
     cm.update(pred, gt)
     expected = np.array([[1, 1, 0], [0, 2, 0], [1, 0, 1]])
     np.testing.assert_array_equal(cm.matrix, expected)
@@ -24,7 +24,7 @@ def test_confusion_matrix_hand_computed_with_ignore():
 def test_absent_classes_are_excluded_and_listed():
     gt = np.array([[0, 1]])
     pred = np.array([[0, 1]])
-    cm = ConfusionMatrix(4, ["bg", "a", "b", "c"])
+    cm = ConfusionMatrix(["bg", "a", "b", "c"])
     cm.update(pred, gt)
     s = cm.summary()
     assert s["miou"] == pytest.approx(100.0)
@@ -33,7 +33,7 @@ def test_absent_classes_are_excluded_and_listed():
 
 
 def test_class_only_predicted_counts_as_zero():
-    cm = ConfusionMatrix(3, ["bg", "a", "b"])
+    cm = ConfusionMatrix(["bg", "a", "b"])
     cm.update(np.array([[0, 2]]), np.array([[0, 0]]))
     s = cm.summary()
     assert s["per_class"]["b"] == 0.0  # predicted but never true: IoU 0, included in the mean
@@ -41,14 +41,14 @@ def test_class_only_predicted_counts_as_zero():
 
 
 def test_accumulates_over_split_not_per_image():
-    cm = ConfusionMatrix(2, ["bg", "a"])
+    cm = ConfusionMatrix(["bg", "a"])
     cm.update(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 1]]))  # IoU a = 1 on this image
     cm.update(np.array([[1]]), np.array([[0]]))  # IoU a = 0 on this one (and bg 0)
     assert cm.summary()["per_class"]["a"] == pytest.approx(100 * 4 / 5)
 
 
 def test_bad_inputs():
-    cm = ConfusionMatrix(3, ["bg", "a", "b"])
+    cm = ConfusionMatrix(["bg", "a", "b"])
     with pytest.raises(ValueError, match="shape"):
         cm.update(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="prediction values"):

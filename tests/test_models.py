@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from textwsss.models.backbones import build_backbone, torchvision_weights_file
 from textwsss.models.factory import build_cam_net, build_cris, build_deeplab, build_model
-from textwsss.voc import image_path, read_image
+from vocmini import image_path, read_image
 
 CAT_IMAGE, PLANE_IMAGE = "2007_006641", "2010_000285"  # voc-mini images with a single cat / aeroplane
 IMAGENET_CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -17,7 +17,7 @@ def test_repository_params_are_valid():
 
 def test_paper_config_is_valid():
     p = load_params(ROOT / "configs" / "voc2012_gpu.yaml")
-    assert p.train_cam.backbone == "resnet50"
+    assert p.cam.backbone == "resnet50" and p.cam.init == "baseline" and p.clims.reduction == "official"
     assert p.guide.kind == "open_clip"
 
 
@@ -30,7 +30,8 @@ def test_paper_config_is_valid():
     ({"clims": {"cbs_threshold": 1.5}}, "clims.cbs_threshold", "less than or equal to 1"),
     ({"device": "gpu"}, "device", "'auto', 'cpu', 'cuda'"),
     ({"train_cam": {"loss": "dice"}}, "train_cam.loss", "'clims' or 'bce'"),
-    ({"clims": {"class_weights": {"sofaa": 2.0}}}, "clims.class_weights", "sofaa"),
+    ({"data": {"layout": "kitti"}}, "data.layout", "'voc', 'voc_aug', 'coco' or 'tags'"),
+    ({"data": {"classes": ["cat", "cat"]}}, "data.classes", "listed twice"),
     ({"guide": {"prompt": "a photo"}}, "guide.prompt", "{}"),
 ])
 def test_bad_params_name_the_key(raw, path, words):
@@ -60,8 +61,15 @@ def test_load_params_file_errors(tmp_path):
         load_params(bad)
 
 
-def test_background_words_per_class_mapping():
-    p = parse_params({"clims": {"background_words": {"boat": ["river", "sea"], "train": ["railroad"]}}})
+def test_class_keyed_settings_are_checked_against_the_datasets_classes():
+    from textwsss.data.classes import VOC, ClassList
+
+    p = parse_params({"clims": {"background_words": {"boat": ["river", "sea"], "train": ["railroad"]},
+                                "class_weights": {"dining table": 3.0}}})
     assert p.clims.background_words["boat"] == ["river", "sea"]
-    with pytest.raises(ParamsError, match="clims.background_words"):
-        parse_params({"clims": {"background_words": {"boaat": ["river"]}}})
+    p.clims.check_classes(VOC)  # class names and prompt names both work
+    with pytest.raises(ParamsError, match=r"clims.background_words.*boat"):
+        p.clims.check_classes(ClassList.of(["kiwi", "tractor"]))
+    bad = parse_params({"clims": {"class_weights": {"sofaa": 2.0}}})
+    with pytest.raises(ParamsError, match=r"clims.class_weights.*sofaa"):
+        bad.clims.check_classes(VOC)

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from textwsss.data.dataset import DataError
+from textwsss.data.prepared import read_prepared
 from textwsss.io import save_label_png
-from textwsss.prepare import DataError, read_prepared, validate_root, write_prepared
-from textwsss.voc import labels_of_mask, read_mask, read_split
+from textwsss.params import DataParams
+from textwsss.pipeline.prepare import prepare_dataset
+from vocmini import read_mask, read_split
 
 IDS = ["2007_000039", "2007_000250", "2007_000504", "2007_000033", "2007_000663"]
 
@@ -27,30 +30,45 @@ def small_root(voc_mini, tmp_path) -> Path:
     return root
 
 
-def _validate(root):
-    return validate_root(root, ["train", "val"], disjoint=[("train", "val")])
+def _prepare(root, out):
+    return prepare_dataset(DataParams(root=str(root)), out)
 
 
-def test_voc_mini_counts_and_labels(voc_mini):
-    data = _validate(voc_mini)
-    assert len(data.splits["train"]) == 148 and len(data.splits["val"]) == 81
+def test_voc_mini_counts_and_labels(voc_data, voc_mini):
+    assert len(voc_data.ids("train")) == 148 and len(voc_data.ids("val")) == 81
+    assert voc_data.ids("score") == voc_data.ids("train")  # every train image has a mask
+    assert voc_data.classes.names[10] == "diningtable" and voc_data.classes.prompts[10] == "dining table"
     for image_id in read_split(voc_mini, "train")[:20]:
         mask = read_mask(voc_mini / "SegmentationClass" / f"{image_id}.png")
         expected = sorted(int(v) - 1 for v in np.unique(mask) if 0 < v < 255)
-        assert data.labels[image_id] == expected
+        assert voc_data.labels[image_id] == expected
 
 
 def test_write_and_read_prepared(small_root, tmp_path):
-    data = _validate(small_root)
-    write_prepared(tmp_path / "prepared", data)
-    ids, labels = read_prepared(tmp_path / "prepared", "train")
-    assert ids == IDS[:3]
-    assert labels["2007_000250"] == [4, 10]  # bottle, diningtable (sources.tsv: 5, 11)
+    content = _prepare(small_root, tmp_path / "prepared")
+    data = read_prepared(tmp_path / "prepared", small_root)
+    assert data.ids("train") == IDS[:3] and data.ids("val") == IDS[3:]
+    assert data.labels["2007_000250"] == [4, 10]  # bottle, diningtable (sources.tsv: 5, 11)
+    assert data.image_path("2007_000250") == small_root / "JPEGImages" / "2007_000250.jpg"
+    # the manifest holds the content hash of every file, relative to the root: it changes with the data only
+    assert set(content["manifest"]) >= {"JPEGImages/2007_000250.jpg", "SegmentationClass/2007_000250.png",
+                                        "ImageSets/Segmentation/train.txt"}
+    before = (tmp_path / "prepared" / "dataset.json").read_bytes()
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(small_root, moved)
+    _prepare(moved, tmp_path / "prepared")
+    assert (tmp_path / "prepared" / "dataset.json").read_bytes() == before  # location does not matter
+    path = moved / "SegmentationClass" / "2007_000039.png"
+    mask = read_mask(path)
+    mask[0, 0] = 0 if mask[0, 0] else 1
+    save_label_png(path, mask)
+    _prepare(moved, tmp_path / "prepared")
+    assert (tmp_path / "prepared" / "dataset.json").read_bytes() != before  # content does
 
 
 def _problems(root) -> str:
     with pytest.raises(DataError) as err:
-        _validate(root)
+        _prepare(root, root.parent / "prepared")
     return str(err.value)
 
 
@@ -96,3 +114,4 @@ def test_all_problems_at_once_and_nothing_written(small_root, tmp_path):
     message = _problems(small_root)
     assert "2 problem(s)" in message
     assert "2007_000033.jpg" in message and "2007_000663.png" in message
+    assert not (tmp_path / "prepared").exists()

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 
 from textwsss.crf import CRFParams
+from textwsss.data.classes import VOC
+from textwsss.data.prepared import PreparedDataset
+from textwsss.pipeline.resumable import ResumableFolder
 from textwsss.io import save_label_png, save_npz
-from textwsss.pseudo_labels import cams_from_mask, generate_pseudo_labels, pseudo_label, score_pseudo_labels
-from textwsss.voc import labels_of_mask, mask_path, read_mask, read_split
+from textwsss.pipeline.pseudo_labels import cams_from_mask, generate_pseudo_labels, pseudo_label, score_pseudo_labels
+from vocmini import labels_of_mask, mask_path, read_mask, read_split
 
 NO_CRF = CRFParams(iterations=0)  # mean field with 0 steps returns the unary's own argmax: hand-checkable
 GREY = np.full((1, 4, 3), 128, np.uint8)
@@ -50,7 +53,7 @@ def test_bad_mode_and_keys_are_rejected():
     with pytest.raises(ValueError, match="mode"):
         pseudo_label(GREY, cams, np.array([0]), "softmax")
     with pytest.raises(ValueError, match="im42.*keys"):
-        pseudo_label(GREY, cams, np.array([20]), "none", image_id="im42")
+        pseudo_label(GREY, cams, np.array([20]), "none", image_id="im42", num_classes=20)
 
 
 def _write_cams(root: Path, ids, cam_dir: Path, **degrade) -> None:
@@ -71,14 +74,14 @@ def _large_object_ids(root: Path, n: int) -> list[str]:
     return ids
 
 
-def test_crf_pseudo_labels_beat_the_degraded_maps(voc_mini, tmp_path):
+def test_crf_pseudo_labels_beat_the_degraded_maps(voc_mini, voc_data, tmp_path):
     ids = _large_object_ids(voc_mini, 6)
     _write_cams(voc_mini, ids, tmp_path / "cams", downscale=32, blur_sigma=4, shift=(4, 4))
     scores = {}
     for name, mode, kw in [("argmax15", "none", dict(threshold=0.15)), ("argmax50", "none", dict(threshold=0.5)),
                            ("irn", "irn", {}), ("prob", "prob", {}), ("prob_keep_all", "prob", dict(confidence=0.0))]:
-        generate_pseudo_labels(voc_mini, ids, tmp_path / "cams", tmp_path / name, workers=1, mode=mode, **kw)
-        scores[name] = score_pseudo_labels(voc_mini, ids, tmp_path / name)
+        generate_pseudo_labels(voc_data, ids, tmp_path / "cams", tmp_path / name, workers=1, mode=mode, **kw)
+        scores[name] = score_pseudo_labels(voc_data, ids, tmp_path / name)
     miou = {k: v["miou"] for k, v in scores.items()}
     # measured: argmax15 83.3, argmax50 87.5, irn 93.6, prob 92.8, prob_keep_all 92.1
     assert miou["irn"] > miou["argmax15"] + 5  # irn's degraded map: argmax with background 0.15
@@ -88,11 +91,11 @@ def test_crf_pseudo_labels_beat_the_degraded_maps(voc_mini, tmp_path):
     assert 0 < scores["irn"]["ignore_ratio"] < 0.10 and 0 < scores["prob"]["ignore_ratio"] < 0.05
 
 
-def test_parallel_output_is_byte_identical(voc_mini, tmp_path):
+def test_parallel_output_is_byte_identical(voc_mini, voc_data, tmp_path):
     ids = _large_object_ids(voc_mini, 4)
     _write_cams(voc_mini, ids, tmp_path / "cams", downscale=16, blur_sigma=6, shift=(3, -3))
     for workers in (1, 2):
-        generate_pseudo_labels(voc_mini, ids, tmp_path / "cams", tmp_path / f"w{workers}", workers=workers)
+        generate_pseudo_labels(voc_data, ids, tmp_path / "cams", tmp_path / f"w{workers}", workers=workers)
     for image_id in ids:
         serial = (tmp_path / "w1" / f"{image_id}.png").read_bytes()
         assert serial == (tmp_path / "w2" / f"{image_id}.png").read_bytes(), image_id
@@ -101,19 +104,19 @@ def test_parallel_output_is_byte_identical(voc_mini, tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_cam_size_mismatch_names_the_image(voc_mini, tmp_path, workers):
+def test_cam_size_mismatch_names_the_image(voc_mini, voc_data, tmp_path, workers):
     ids = read_split(voc_mini, "train")[:2]
     _write_cams(voc_mini, ids[:1], tmp_path / "cams")
     save_npz(tmp_path / "cams" / f"{ids[1]}.npz", cams=np.zeros((1, 10, 12), np.float16), keys=np.array([3]))
     with pytest.raises(ValueError, match=f"{ids[1]}.*size"):
-        generate_pseudo_labels(voc_mini, ids, tmp_path / "cams", tmp_path / "out", workers=workers)
+        generate_pseudo_labels(voc_data, ids, tmp_path / "cams", tmp_path / "out", workers=workers)
 
 
-def test_missing_cam_files_are_listed_before_any_work(voc_mini, tmp_path):
+def test_missing_cam_files_are_listed_before_any_work(voc_mini, voc_data, tmp_path):
     ids = read_split(voc_mini, "train")[:3]
     _write_cams(voc_mini, ids[1:2], tmp_path / "cams")
     with pytest.raises(FileNotFoundError, match=f"2 ids: {ids[0]}, {ids[2]}"):
-        generate_pseudo_labels(voc_mini, ids, tmp_path / "cams", tmp_path / "out", workers=1)
+        generate_pseudo_labels(voc_data, ids, tmp_path / "cams", tmp_path / "out", workers=1)
     assert not (tmp_path / "out" / f"{ids[1]}.png").exists()
 
 
@@ -122,7 +125,9 @@ def test_score_by_hand(tmp_path):
     pred = np.array([[0, 255, 1, 0], [0, 0, 1, 1]], np.uint8)
     save_label_png(tmp_path / "SegmentationClass" / "a.png", gt)
     save_label_png(tmp_path / "labels" / "a.png", pred)
-    scores = score_pseudo_labels(tmp_path, ["a"], tmp_path / "labels")
+    data = PreparedDataset("voc", tmp_path, tmp_path, VOC, {"train": ["a", "b"]}, {},
+                           {"a": "SegmentationClass/a.png", "b": "SegmentationClass/a.png"}, {})
+    scores = score_pseudo_labels(data, ["a"], tmp_path / "labels")
     # scored pixels: gt != 255 and pred != 255 -> 6; background: tp 3, union 4; aeroplane: tp 2, union 3
     assert scores["per_class"]["background"] == pytest.approx(75.0)
     assert scores["per_class"]["aeroplane"] == pytest.approx(200 / 3, abs=1e-3)
@@ -130,4 +135,27 @@ def test_score_by_hand(tmp_path):
     assert scores["ignore_ratio"] == pytest.approx(1 / 7)
     assert scores["per_class"]["dog"] is None
     with pytest.raises(FileNotFoundError, match="b"):
-        score_pseudo_labels(tmp_path, ["a", "b"], tmp_path / "labels")
+        score_pseudo_labels(data, ["a", "b"], tmp_path / "labels")
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(voc_mini, voc_data, tmp_path):
+    ids = _large_object_ids(voc_mini, 3)
+    _write_cams(voc_mini, ids, tmp_path / "cams", downscale=16, blur_sigma=6, shift=(3, -3))
+    whole = ResumableFolder(tmp_path / "whole", {"knobs": 1}, ".png")
+    whole.open()
+    assert generate_pseudo_labels(voc_data, ids, tmp_path / "cams", whole, workers=1) == 3
+    # an "interrupted" run: one file written, one half-written temporary file left behind
+    part = ResumableFolder(tmp_path / "part", {"knobs": 1}, ".png")
+    part.open()
+    generate_pseudo_labels(voc_data, ids[:1], tmp_path / "cams", part, workers=1)
+    (tmp_path / "part" / f".{ids[1]}.png.xyz.tmp.png").write_bytes(b"half")
+    again = ResumableFolder(tmp_path / "part", {"knobs": 1}, ".png")
+    assert again.open() >= 1
+    assert generate_pseudo_labels(voc_data, ids, tmp_path / "cams", again, workers=2) == 2  # the first is kept
+    again.finish(ids)
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    for i in ids:
+        assert (tmp_path / "part" / f"{i}.png").read_bytes() == (tmp_path / "whole" / f"{i}.png").read_bytes()
+    # other inputs (another stamp): the folder starts empty
+    other = ResumableFolder(tmp_path / "part", {"knobs": 2}, ".png")
+    assert other.open() == 0 and not any(p.suffix == ".png" for p in (tmp_path / "part").iterdir())

@@ -6,7 +6,8 @@ import pytest
 
 from textwsss.tas.referring import (Expression, build_expressions, evaluate, expressions_of_mask,
                                     save_expressions, separated_extremes)
-from textwsss.voc import CLASS_NAMES, read_split, readable
+from textwsss.data.classes import VOC
+from vocmini import CLASS_NAMES, read_split, readable
 
 VOC_MINI = "/work/shared/voc-mini"
 COW, DOG = CLASS_NAMES.index("cow"), CLASS_NAMES.index("dog")
@@ -22,7 +23,7 @@ def two_cows_one_dog() -> np.ndarray:
 
 def test_two_separated_cows_give_left_and_right_with_their_masks():
     mask = two_cows_one_dog()
-    exprs = expressions_of_mask("img", mask, min_area=20)
+    exprs = expressions_of_mask("img", mask, VOC, min_area=20)
     by_text = {e.text: e for e in exprs}
     assert set(by_text) == {"the cow on the left", "the cow on the right", "a dog"}
     left, right = by_text["the cow on the left"], by_text["the cow on the right"]
@@ -40,8 +41,8 @@ def test_two_separated_cows_give_left_and_right_with_their_masks():
 
 def test_builder_is_deterministic_and_orders_by_class_then_direction():
     mask = two_cows_one_dog()
-    a = expressions_of_mask("img", mask, min_area=20)
-    b = expressions_of_mask("img", mask, min_area=20)
+    a = expressions_of_mask("img", mask, VOC, min_area=20)
+    b = expressions_of_mask("img", mask, VOC, min_area=20)
     assert [e.to_record() for e in a] == [e.to_record() for e in b]
     assert all(np.array_equal(x.mask, y.mask) for x, y in zip(a, b))
     assert [e.text for e in a] == ["the cow on the left", "the cow on the right", "a dog"]
@@ -63,29 +64,29 @@ def test_min_area_drops_fragments_and_ignore_border_splits_components():
     mask = np.zeros((20, 20), np.uint8)
     mask[2:12, 2:12] = DOG + 1
     mask[15:17, 15:17] = DOG + 1  # 4 px fragment
-    assert [e.text for e in expressions_of_mask("x", mask, min_area=10)] == ["a dog"]
-    assert [e.text for e in expressions_of_mask("x", mask, min_area=1)] == [
+    assert [e.text for e in expressions_of_mask("x", mask, VOC, min_area=10)] == ["a dog"]
+    assert [e.text for e in expressions_of_mask("x", mask, VOC, min_area=1)] == [
         "the dog on the left", "the dog on the right", "the dog at the top", "the dog at the bottom"]
     # a 255 column through one object: two components (255 is not the class)
     mask = np.zeros((10, 21), np.uint8)
     mask[2:8, 1:20] = CLASS_NAMES.index("aeroplane") + 1
     mask[:, 10] = 255
-    texts = [e.text for e in expressions_of_mask("x", mask, min_area=5)]
+    texts = [e.text for e in expressions_of_mask("x", mask, VOC, min_area=5)]
     assert texts == ["the aeroplane on the left", "the aeroplane on the right"]
     mask[:, 10] = 1 + CLASS_NAMES.index("aeroplane")
     mask[:2] = 0
     mask[8:] = 0
-    assert [e.text for e in expressions_of_mask("x", mask, min_area=5)] == ["an aeroplane"]
+    assert [e.text for e in expressions_of_mask("x", mask, VOC, min_area=5)] == ["an aeroplane"]
 
 
 def test_readable_names_in_text():
     mask = np.zeros((10, 10), np.uint8)
     mask[2:8, 2:8] = CLASS_NAMES.index("diningtable") + 1
-    assert expressions_of_mask("x", mask, min_area=1)[0].text == "a dining table"
+    assert expressions_of_mask("x", mask, VOC, min_area=1)[0].text == "a dining table"
 
 
 def _expr(mask: np.ndarray, kind: str) -> Expression:
-    return Expression("x", "t", kind, 0, (0, 0, 1, 1), int(mask.sum()), mask.astype(bool))
+    return Expression("x", "t", kind, 0, "aeroplane", (0, 0, 1, 1), int(mask.sum()), mask.astype(bool))
 
 
 def test_evaluate_matches_hand_computed_miou_and_oiou():
@@ -106,7 +107,7 @@ def test_evaluate_matches_hand_computed_miou_and_oiou():
 
 
 def test_save_expressions_writes_json_lines(tmp_path):
-    exprs = expressions_of_mask("img", two_cows_one_dog(), min_area=20)
+    exprs = expressions_of_mask("img", two_cows_one_dog(), VOC, min_area=20)
     path = tmp_path / "expr.jsonl"
     save_expressions(path, exprs)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -115,15 +116,27 @@ def test_save_expressions_writes_json_lines(tmp_path):
     assert len(rows) == 3
 
 
-def test_real_voc_mini_targets_are_class_components():
-    from textwsss.voc import mask_path, read_mask
+def test_real_voc_mini_targets_are_class_components(voc_data):
+    from vocmini import mask_path, read_mask
     ids = read_split(VOC_MINI, "val")[:10]
-    exprs = build_expressions(VOC_MINI, ids)
+    exprs = build_expressions(voc_data, ids)
     assert exprs and {e.kind for e in exprs} <= {"plain", "directional"}
     for e in exprs:
         gt = read_mask(mask_path(VOC_MINI, e.id))
         assert e.mask.shape == gt.shape and e.mask.sum() == e.area >= 800
         assert np.all(gt[e.mask] == e.class_index + 1)
-        assert readable(CLASS_NAMES[e.class_index]) in e.text
-    with pytest.raises(FileNotFoundError, match="no_such_id"):
-        build_expressions(VOC_MINI, ["no_such_id"])
+        assert readable(CLASS_NAMES[e.class_index]) in e.text and e.class_name == CLASS_NAMES[e.class_index]
+    # images without a mask give no expression
+    no_masks = voc_data.__class__(**{**voc_data.__dict__, "masks": {}})
+    assert build_expressions(no_masks, ids) == []
+
+
+def test_expressions_use_the_datasets_own_class_names():
+    from textwsss.data.classes import ClassList
+
+    classes = ClassList.of(["red_panda", "kayak"])
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:10, 2:10] = 1
+    mask[12:18, 3:17] = 2
+    exprs = expressions_of_mask("x", mask, classes, min_area=5)
+    assert [(e.text, e.class_name) for e in exprs] == [("a red panda", "red_panda"), ("a kayak", "kayak")]

@@ -71,7 +71,7 @@ def test_cris_samples_one_per_present_class_and_negatives():
 
 
 def test_cris_step_draws_one_present_class_per_image_or_a_negative():
-    from textwsss.steps import pick_cris_targets
+    from textwsss.training.steps import pick_cris_targets
 
     targets = torch.tensor([[[0, 3, 3], [255, 5, 0]], [[0, 0, 255], [0, 0, 0]]])
     drawn = set()
@@ -128,8 +128,9 @@ def test_deeplab_learns_synthetic_scenes():
 
 def test_tiny_cris_learns_class_prompts():
     """A random tiny CRIS (tiny-rn, 1 decoder layer, dim 32) trained on (scene, prompt) pairs, each with its
-    binary mask (absent prompts -> all-0 target). Held-out mean binary IoU measured ~0.5-0.65 (train ~0.7);
-    an untrained model scores ~0.15. The right prompt must also beat a wrong one on the same image."""
+    binary mask (absent prompts -> all-0 target). Held-out mean binary IoU measured 0.45 / 0.58 / 0.50 for torch
+    seeds 0 / 1 / 2 (wrong prompt 0.10 / 0.02 / 0.02, 3-label mIoU 62 / 66 / 60); an untrained model scores ~0.15.
+    The right prompt must also beat a wrong one on the same image."""
     torch.manual_seed(0)
     names = ["red ball", "green box", "blue triangle"]
     xt, yt = _tensors(make_scenes(48, seed=0, size=64, num_classes=3))
@@ -158,7 +159,7 @@ def test_tiny_cris_learns_class_prompts():
         ious.append(((gt & maps[:, k]).sum() / (gt | maps[:, k]).sum()).item())
         other = maps[:, (k + 1) % 3]
         wrong.append(((gt & other).sum() / (gt | other).sum()).item())
-    assert np.mean(ious) > 0.4, ious
+    assert np.mean(ious) > 0.35, ious
     assert np.mean(ious) > np.mean(wrong) + 0.25, (ious, wrong)
     assert _miou(labels, yv, 4) > 45
 

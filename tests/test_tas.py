@@ -8,11 +8,12 @@ import torch.nn.functional as F
 
 from textwsss.synthetic import make_scenes
 from textwsss.tas.captioner import build_captioner, is_synonym, noun_phrases
-from textwsss.tas.pipeline import prepare_image, segment_expression, target_noun
+from textwsss.tas.nouns import target_noun
+from textwsss.tas.segmenter import prepare_image, segment_expression
 from textwsss.tas.proposals import SamProposer, SuperpixelProposer, build_proposer, label_map_components
 from textwsss.tas.rectifier import direction_of, rectify
 from textwsss.tas.scoring import caption_negatives, combine_scores, crop_masked, score_masks
-from textwsss.voc import CLASS_NAMES, image_path, read_image, read_split
+from vocmini import PROMPTS, CLASS_NAMES, image_path, read_image, read_split
 
 VOC_MINI = "/work/shared/voc-mini"
 COLOURS = {"red": [1.0, 0.0, 0.0], "green": [0.0, 1.0, 0.0], "blue": [0.0, 0.0, 1.0]}
@@ -168,11 +169,12 @@ def test_negatives_from_caption_drop_target_synonyms():
 
 
 def test_target_noun():
-    vocab = list(CLASS_NAMES) + ["sea"]
+    vocab = list(PROMPTS) + ["sea"]  # the stage's vocabulary: the classes' prompt names and background words
     assert target_noun("the dog on the left", vocab) == "dog"
-    assert target_noun("a dining table", vocab) == "diningtable"
+    assert target_noun("a dining table", vocab) == "dining table"
     assert target_noun("two cows near the sea", vocab) == "cow"  # longest spelling wins: "cows" over "sea"
-    assert target_noun("the tv monitor on the right", vocab) == "tvmonitor"
+    assert target_noun("the tv monitor on the right", vocab) == "tv monitor"
+    assert target_noun("a red panda", ["red_panda", "kayak"]) == "red_panda"
     assert target_noun("the man on the left", vocab) == "person"  # via the synonym table
     with pytest.raises(ValueError, match="hotdog"):
         target_noun("a hotdog", vocab)

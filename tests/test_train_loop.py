@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from textwsss.train import TrainConfig, fit
+from textwsss.training.loop import TrainConfig, fit
 
 
 class Interrupt(Exception):
@@ -103,7 +103,7 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
 def test_head_learning_rate_multiplier(tmp_path):
     model = _model()
     groups = [{"params": model[0].parameters(), "lr_mult": 1.0}, {"params": model[3].parameters(), "lr_mult": 10.0}]
-    from textwsss.train import build_optimizer
+    from textwsss.training.loop import build_optimizer
 
     opt = build_optimizer(groups, _cfg(tmp_path, lr=0.01))
     assert [g["lr"] for g in opt.param_groups] == [0.01, pytest.approx(0.1)]

@@ -8,8 +8,8 @@ import torch
 from textwsss.guide.imagenet_matcher import ImageNetMatcher
 from textwsss.guide.open_clip_matcher import OpenClipMatcher
 from textwsss.guide.tiny import register_tiny_configs
-from textwsss.voc import CLASS_NAMES, image_path, labels_of_mask, mask_path, read_image, read_mask, readable
-from textwsss.zeroshot import zeroshot_cams
+from vocmini import CLASS_NAMES, image_path, labels_of_mask, mask_path, read_image, read_mask, readable
+from textwsss.zeroshot.gradcam import zeroshot_cams
 
 register_tiny_configs()
 CONCEPTS = [readable(c) for c in CLASS_NAMES]

@@ -52,17 +52,19 @@ def _accumulate(model, batch: torch.Tensor, keys: Sequence[Sequence[int]], out_s
     return results
 
 
-def _scaled(images: torch.Tensor, scale: float) -> torch.Tensor:
+def _scaled(images: torch.Tensor, scale: float, interpolation: str = "bilinear") -> torch.Tensor:
     if scale == 1.0:
         return images
+    from .data.transforms import resize_image
+
     h, w = images.shape[-2:]
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return resize_image(images, size, interpolation)
 
 
 @torch.inference_mode()
 def multiscale_cams(model, images: torch.Tensor, keys: Sequence[Sequence[int]], scales: Sequence[float],
-                    flip: bool = True, max_pixels: int = 0) -> list[torch.Tensor]:
+                    flip: bool = True, max_pixels: int = 0, interpolation: str = "bilinear") -> list[torch.Tensor]:
     """CAMs for a batch of same-size images (B, 3, H, W) in [0, 1]: one forward pass per scale
     (split into passes of at most `max_pixels` input pixels when that is set).
 
@@ -71,7 +73,8 @@ def multiscale_cams(model, images: torch.Tensor, keys: Sequence[Sequence[int]], 
     out_size = tuple(images.shape[-2:])
     total = [torch.zeros((len(k), *out_size), device=images.device) for k in keys]
     for scale in scales:
-        for acc, cam in zip(total, _accumulate(model, _scaled(images, scale), keys, out_size, flip, max_pixels)):
+        scaled = _scaled(images, scale, interpolation)
+        for acc, cam in zip(total, _accumulate(model, scaled, keys, out_size, flip, max_pixels)):
             acc += cam
     return [normalise_per_class(t) for t in total]
 
@@ -106,7 +109,7 @@ def group_by_size(sizes: dict[str, tuple[int, int]], batch_size: int) -> list[li
 
 
 def labels_from_cams(cams: np.ndarray, keys: Sequence[int], threshold: float) -> np.ndarray:
-    """VOC label map: argmax over [threshold, CAM_k of present classes]; class k is label k + 1."""
+    """Label map: argmax over [threshold, CAM_k of present classes]; class k is label k + 1."""
     if len(keys) == 0:
         return np.zeros(cams.shape[1:], dtype=np.uint8)
     bg = np.full((1, *cams.shape[1:]), threshold, dtype=np.float32)
@@ -115,34 +118,49 @@ def labels_from_cams(cams: np.ndarray, keys: Sequence[int], threshold: float) ->
     return lut[stacked.argmax(0)]
 
 
-def sweep_thresholds(items: Iterable[tuple[np.ndarray, Sequence[int], np.ndarray]],
-                     thresholds: Sequence[float]) -> tuple[dict, list[dict]]:
+def sweep_thresholds(items: Iterable[tuple[np.ndarray, Sequence[int], np.ndarray]], thresholds: Sequence[float],
+                     label_names: Sequence[str]) -> tuple[dict, list[dict]]:
     """Scores CAMs against ground truth at every background threshold (one confusion matrix each).
 
-    items: (cams (C, H, W), keys, gt mask). Returns the best threshold's summary (with "threshold")
-    and the whole curve [{threshold, miou}].
+    items: (cams (C, H, W), keys, gt mask); label_names: background first, then the classes. Returns the best
+    threshold's summary (with "threshold" and "n_images") and the whole curve [{threshold, miou}]; with no
+    items, a summary of None values and an empty curve.
     """
-    matrices = {t: ConfusionMatrix() for t in thresholds}
+    matrices = {t: ConfusionMatrix(label_names) for t in thresholds}
+    n = 0
     for cams, keys, gt in items:
         if cams.shape[1:] != gt.shape:
             raise ValueError(f"CAM size {cams.shape[1:]} differs from ground truth {gt.shape}")
         for t, cm in matrices.items():
             cm.update(labels_from_cams(cams, keys, t), gt)
+        n += 1
+    if n == 0:
+        return {"miou": None, "threshold": None, "per_class": {}, "absent": [], "n_images": 0}, []
     curve = [{"threshold": t, "miou": cm.summary()["miou"]} for t, cm in matrices.items()]
     best = max(curve, key=lambda c: (c["miou"], -c["threshold"]))
     summary = matrices[best["threshold"]].summary()
     return {"miou": summary["miou"], "threshold": best["threshold"], "per_class": summary["per_class"],
-            "absent": summary["absent"]}, curve
+            "absent": summary["absent"], "n_images": n}, curve
+
+
+def cam_path(cam_dir: Path, image_id: str) -> Path:
+    return Path(cam_dir) / f"{image_id}.npz"
 
 
 def save_cam(path: Path, cams: np.ndarray, keys: Sequence[int]) -> None:
+    """CAM file: float16 `cams` (C, H, W) in [0, 1] at image resolution, int64 `keys` (C,) class indices."""
     from .io import save_npz
 
     save_npz(path, cams=np.asarray(cams, dtype=np.float16), keys=np.asarray(keys, dtype=np.int64))
 
 
 def load_cam(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not Path(path).is_file():
+    """(cams float32 (C, H, W), keys int64 (C,)) of a CAM file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: CAM file not found; run the make_cam stage first")
     with np.load(path) as f:
+        missing = [k for k in ("cams", "keys") if k not in f.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing} (has {f.files})")
         return f["cams"].astype(np.float32), f["keys"].astype(np.int64)

@@ -1,76 +1,120 @@
-"""`textwsss predict` and `textwsss evaluate`: use a trained segmentation checkpoint without params.yaml.
+"""`textwsss predict` and `textwsss evaluate`: use a trained segmentation checkpoint without params.yaml (the
+checkpoint carries its architecture and its class list).
 
     textwsss predict --checkpoint data/train_seg/model.pt IMAGE_OR_FOLDER [...] --out predictions/
-    textwsss evaluate --root ../shared/voc-mini --split val --checkpoint data/train_seg/model.pt --out val.json
+    textwsss evaluate --checkpoint data/train_seg/model.pt --root ../shared/voc-mini --split val --out val.json
+
+predict writes a label PNG and an overlay for every readable image, and at the end names every file it could
+not read (exit status 1 when there was one). Images are processed one at a time at a working size capped by
+--max-side, so memory stays bounded whatever the number and the size of the images.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from .data.images import IMAGE_SUFFIXES
+
 log = logging.getLogger("textwsss")
 
 
-def _inputs(paths: list[str]) -> list[Path]:
-    files = []
+def _inputs(paths: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(image files, [(path, reason)] for inputs that are neither an image file nor a folder holding some)."""
+    files, bad = [], []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                bad.append((p, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder"))
+            files += found
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(f"{p}: no such image or folder")
-    if not files:
-        raise FileNotFoundError(f"no images found in {paths}")
-    return files
+            bad.append((p, "no such file or folder"))
+    return list(dict.fromkeys(files)), bad
+
+
+def _output_names(files: list[Path]) -> dict[Path, str]:
+    """A distinct output name per input: its stem, or stem plus a counter where stems repeat."""
+    names, seen = {}, {}
+    for f in files:
+        n = seen.get(f.stem, 0)
+        seen[f.stem] = n + 1
+        names[f] = f.stem if n == 0 else f"{f.stem}-{n}"
+    return names
 
 
 def _crf(args):
     if not args.crf:
         return None
-    from .crf import DEEPLAB_CRF
+    from .params import DEEPLAB_CRF
 
     return DEEPLAB_CRF
 
 
-def predict(args) -> None:
-    from .checkpoints import load_model
-    from .io import save_label_png
+def predict(args) -> int:
+    from tqdm import tqdm
+
+    from .data.images import read_image
+    from .io import save_label_png, save_overlay
+    from .models.checkpoints import load_model
+    from .pipeline.eval_seg import inference_copy
     from .segment import predict_labels
-    from .viz import blend, colorize
-    from .voc import read_image
 
+    files, bad = _inputs(args.inputs)
     model, _ = load_model(args.checkpoint, args.device)
-    files = _inputs(args.inputs)
+    classes = model.classes
+    model = inference_copy(model, args.device)
     out = Path(args.out)
-    from PIL import Image
+    names = _output_names(files)
+    done = 0
+    for f in tqdm(files, desc="predict", unit="img", disable=None):
+        try:
+            image = read_image(f)
+        except ValueError as err:
+            bad.append((f, str(err).removeprefix(f"{f}: ")))
+            continue
+        labels = predict_labels(model, image, classes, scales=args.scales, flip=args.flip, crf=_crf(args),
+                                max_side=args.max_side, device=args.device)
+        save_label_png(out / f"{names[f]}.png", labels)
+        save_overlay(out / f"{names[f]}_overlay.jpg", image, labels)
+        del image, labels
+        done += 1
+    log.info("%d label maps and overlays written to %s (classes: %s)", done, out, ", ".join(classes.names))
+    if bad:
+        log.error("%d input(s) could not be read:\n  %s", len(bad), "\n  ".join(f"{p}: {why}" for p, why in bad))
+        return 1
+    return 0
 
-    from .io import atomic_path
 
-    for f in files:
-        image = read_image(f)
-        labels = predict_labels(model, image, scales=args.scales, flip=args.flip, crf=_crf(args), device=args.device)
-        save_label_png(out / f"{f.stem}.png", labels)
-        with atomic_path(out / f"{f.stem}_overlay.jpg") as tmp:
-            Image.fromarray(blend(image, colorize(labels), 0.6)).save(tmp, format="JPEG", quality=90)
-    log.info("%d label maps and overlays written to %s", len(files), out)
-
-
-def evaluate(args) -> None:
-    from .checkpoints import load_model
+def evaluate(args) -> int:
     from .io import write_json
-    from .prepare import validate_root
-    from .segment import evaluate_model
+    from .models.checkpoints import load_model
+    from .params import DataParams
+    from .pipeline.eval_seg import evaluate_model
+    from .pipeline.prepare import prepare_dataset
+    from .data.prepared import read_prepared
 
-    data = validate_root(Path(args.root), [args.split])  # every bad file named before any scoring
     model, _ = load_model(args.checkpoint, args.device)
-    summary, _ = evaluate_model(model, Path(args.root), data.splits[args.split], scales=args.scales, flip=args.flip,
-                                crf=_crf(args), device=args.device)
+    classes = model.classes
+    data = DataParams(layout=args.layout, root=str(Path(args.root).resolve()), val_split=args.split,
+                      classes=list(classes.names), prompts=dict(zip(classes.names, classes.prompts)),
+                      masks=args.masks, images=args.images, labels=args.labels)
+    with tempfile.TemporaryDirectory(prefix="textwsss-evaluate-") as tmp:
+        prepare_dataset(data, Path(tmp) / "prepared", roles=("val",))  # every bad file named before any scoring
+        dataset = read_prepared(Path(tmp) / "prepared", data.root_path())
+        summary, _ = evaluate_model(model, dataset, dataset.ids("val"), classes, scales=args.scales, flip=args.flip,
+                                    crf=_crf(args), max_side=args.max_side, device=args.device)
     write_json(args.out, summary)
-    log.info("mIoU %.2f, pixel accuracy %.2f -> %s", summary["miou"], summary["pixel_acc"], args.out)
+    if summary["miou"] is None:
+        log.error("no image of split '%s' has a mask: nothing to score", args.split)
+        return 1
+    log.info("mIoU %.2f, pixel accuracy %.2f on %d images -> %s", summary["miou"], summary["pixel_acc"],
+             summary["n_images"], args.out)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,12 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     common.add_argument("--crf", action="store_true", help="dense-CRF post-processing")
     p = sub.add_parser("predict", parents=[common], help="label PNGs and overlays for images or folders")
-    p.add_argument("inputs", nargs="+", help="images and/or folders of images")
+    p.add_argument("inputs", nargs="+", help="images and/or folders of images (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--max-side", type=int, default=1024,
+                   help="the model sees each image downscaled to this long side; labels come back at full size "
+                        "(default 1024; 0: full size, memory grows with the image)")
     p.set_defaults(func=predict)
-    e = sub.add_parser("evaluate", parents=[common], help="score a model on a VOC-layout root")
-    e.add_argument("--root", required=True, help="VOC root (JPEGImages, SegmentationClass, ImageSets/Segmentation)")
-    e.add_argument("--split", required=True, help="split name, e.g. val")
+    e = sub.add_parser("evaluate", parents=[common], help="score a model on a dataset's split")
+    e.add_argument("--root", required=True, help="the dataset root")
+    e.add_argument("--split", required=True, help="split name, e.g. val (coco: val2014)")
+    e.add_argument("--layout", default="voc", choices=["voc", "voc_aug", "coco", "tags"])
+    e.add_argument("--masks", default="", help="folder of label PNGs below the root (default: the layout's)")
+    e.add_argument("--images", default="", help="folder of images below the root (default: the layout's)")
+    e.add_argument("--labels", default="", help="tags layout: the tags file (default tags.csv)")
+    e.add_argument("--max-side", type=int, default=0, help="cap of the working size (0: full size)")
     e.add_argument("--out", required=True, help="JSON file for the scores (same keys as reports/metrics/seg.json)")
     e.set_defaults(func=evaluate)
     return parser
@@ -99,11 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         log.error("%s", err)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

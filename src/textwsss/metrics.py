@@ -10,18 +10,19 @@ from typing import Sequence
 
 import numpy as np
 
-from .voc import IGNORE, LABEL_NAMES
+from .data.classes import IGNORE
 
 
 class ConfusionMatrix:
-    """Rows: ground truth, columns: prediction. Pixels whose ground truth is 255 are ignored."""
+    """Rows: ground truth, columns: prediction, one per label name (background first, as a ClassList's
+    label_names). Pixels whose ground truth is 255 are ignored."""
 
-    def __init__(self, num_classes: int = len(LABEL_NAMES), names: Sequence[str] = LABEL_NAMES):
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} class names given for {num_classes} classes")
-        self.num_classes = num_classes
+    def __init__(self, names: Sequence[str]):
+        if len(names) < 1:
+            raise ValueError("ConfusionMatrix: expected at least one label name")
+        self.num_classes = len(names)
         self.names = list(names)
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
         pred = np.asarray(pred)

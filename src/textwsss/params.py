@@ -12,8 +12,6 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .voc import CLASS_NAMES
-
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Prob = Annotated[float, Field(ge=0, le=1)]
@@ -23,21 +21,49 @@ NonNegInt = Annotated[int, Field(ge=0)]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def project_root(repo: Path = REPO_ROOT) -> Path:
+    """The repository a user works in. `dvc exp run --queue` / `--temp` run a copy of it under
+    <repository>/.dvc/tmp/exps/<tmp>/; relative data roots are meant relative to the repository itself."""
+    parts = repo.parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return repo
+
+
 class Section(BaseModel):
     """Strict: no coercion of strings into numbers, no unknown keys."""
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class DataParams(Section):
+    """Where the data lies and how it is laid out (data/layouts/ documents each layout's folder)."""
+    layout: Literal["voc", "voc_aug", "coco", "tags"] = "voc"
     root: str = "../shared/voc-mini"
+    classes: Union[Literal["voc", "coco"], list[str], None] = None  # None: the layout's own list
+    prompts: dict[str, str] = {}  # prompt name of a class, e.g. {diningtable: dining table}
     train_split: str = "train"
     val_split: str = "val"
+    score_split: str = ""  # voc_aug: the train ids CAMs and pseudo-labels are scored on ('': every masked train id)
+    images: str = ""  # folder of the images below root ('': the layout's default)
+    masks: str = ""  # folder of the label PNGs below root ('': the layout's default; coco: rasterise annotations)
+    labels: str = ""  # image-level labels file below root: voc/voc_aug cls_labels.npy, tags tags.csv / tags.json
     workers: NonNegInt = 0
 
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, v):
+        if isinstance(v, list):
+            if not v or not all(isinstance(n, str) and n.strip() for n in v):
+                raise ValueError("expected a preset name (voc, coco) or a non-empty list of class names")
+            if len(set(v)) != len(v):
+                raise ValueError(f"class names listed twice: {sorted({n for n in v if v.count(n) > 1})}")
+        return v
+
     def root_path(self) -> Path:
-        """Relative roots are taken from the repository root, so every stage sees the same folder."""
-        root = Path(self.root)
-        return root if root.is_absolute() else (REPO_ROOT / root).resolve()
+        """Relative roots are taken from the repository (also when DVC runs a queued experiment in a copy)."""
+        root = Path(self.root).expanduser()
+        return root if root.is_absolute() else (project_root() / root).resolve()
 
 
 class GuideParams(Section):
@@ -47,6 +73,7 @@ class GuideParams(Section):
     prompt: str = "a photo of a {}."
     temperature: PosFloat = 1.0
     calibrate: bool = True
+    imagenet_classes: dict[str, list[Union[str, int]]] = {}  # imagenet stand-in: concept -> ImageNet classes
 
     @field_validator("prompt")
     @classmethod
@@ -56,33 +83,37 @@ class GuideParams(Section):
         return v
 
 
-def _check_class_keys(mapping: dict, what: str) -> dict:
-    unknown = sorted(set(mapping) - set(CLASS_NAMES))
-    if unknown:
-        raise ValueError(f"{what} has unknown class names {unknown}; expected names from {list(CLASS_NAMES)}")
-    return mapping
-
-
 class ClimsParams(Section):
     alpha: NonNegFloat = 10.0
     beta: NonNegFloat = 24.0
     gamma: NonNegFloat = 1.0
     delta: NonNegFloat = 0.2
     cbs_threshold: Prob = 0.26
+    reduction: Literal["official", "per_image"] = "official"  # batch reduction of OTM/BTM/CBS (losses/clims.py)
+    input_mode: Literal["clip", "official"] = "clip"  # what the matcher sees of a masked image (losses/clims.py)
+    class_prompts: dict[str, str] = {}  # a class's name in CLIMS's text prompts only (official VOC: person -> player)
     class_weights: dict[str, PosFloat] = {}
     synonyms: dict[str, list[str]] = {}
     background_words: Union[list[str], dict[str, list[str]]] = [
         "tree", "river", "sea", "lake", "water", "railway", "railroad", "track", "stone", "rocks"]
 
-    @field_validator("class_weights", "synonyms")
-    @classmethod
-    def _known_classes(cls, v: dict) -> dict:
-        return _check_class_keys(v, "the mapping")
-
-    @field_validator("background_words")
-    @classmethod
-    def _known_bg_classes(cls, v):
-        return _check_class_keys(v, "the per-class background dictionary") if isinstance(v, dict) else v
+    def check_classes(self, classes) -> None:
+        """The class-keyed settings name classes of the dataset's class list (checked when the list is known)."""
+        problems = []
+        for key, mapping in (("class_weights", self.class_weights), ("synonyms", self.synonyms),
+                             ("class_prompts", self.class_prompts),
+                             ("background_words", self.background_words if isinstance(self.background_words, dict)
+                              else {})):
+            unknown = []
+            for name in mapping:
+                try:
+                    classes.index(name)
+                except KeyError:
+                    unknown.append(name)
+            if unknown:
+                problems.append(f"clims.{key}: unknown class names {unknown}")
+        if problems:
+            raise ParamsError("\n".join(problems) + f"\n(the dataset's classes are {list(classes.names)})")
 
 
 class TrainCommon(Section):
@@ -92,10 +123,16 @@ class TrainCommon(Section):
     lr: PosFloat = 0.01
     momentum: Prob = 0.9
     weight_decay: NonNegFloat = 1e-4
+    schedule: Literal["poly", "step"] = "poly"  # poly: lr x (1 - step/steps)^poly_power; step: x step_gamma ...
     poly_power: NonNegFloat = 0.9
+    step_epochs: list[PosInt] = []  # ... at the start of each of these epochs (schedule step)
+    step_gamma: PosFloat = 0.1
     crop_size: PosInt = 256
     scale_range: list[PosFloat] = [0.75, 1.25]
     flip: bool = True
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # resizing of the training images
+    crop_pad: Literal["black", "mean"] = "black"  # images smaller than the crop: black at the top-left, or the
+    # ImageNet mean colour around the image placed at a random offset (IRN / CLIMS)
     amp: bool = True
     grad_clip: NonNegFloat = 0.0  # max global gradient norm (0: off)
     nproc_per_node: PosInt = 1
@@ -108,14 +145,22 @@ class TrainCommon(Section):
         return v
 
 
-class TrainCamParams(TrainCommon):
-    loss: Literal["clims", "bce"] = "clims"
-    backbone: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"
-    pretrained: str = "imagenet"
+BACKBONES = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "resnet101"]
+
+
+class CamParams(Section):
+    """The CAM network that train_cam_baseline and train_cam share."""
+    backbone: BACKBONES = "efficientnet_lite0"
+    pretrained: str = "imagenet"  # ImageNet weights of the backbone: imagenet | none | path/to/state_dict.pth
     output_stride: Literal[8, 16, 32] = 16
+    dilate: bool = True  # keep the resolution by dilating the last stages (False: stride 1 without dilation, IRN)
+    init: Literal["baseline", "imagenet"] = "baseline"  # train_cam starts from train_cam_baseline's network
+    init_checkpoint: str = ""  # a baseline to use instead of training one: IRN's res50_cam.pth or a model.pt
+
+
+class TrainCamBase(TrainCommon):
     head_lr_mult: PosFloat = 10.0
     resize_long: list[PosInt] = [256, 384]
-    matcher_batch: NonNegInt = 0  # masked images per matcher call (0: all of a step in one call)
 
     @field_validator("resize_long")
     @classmethod
@@ -123,6 +168,15 @@ class TrainCamParams(TrainCommon):
         if len(v) != 2 or v[0] > v[1]:
             raise ValueError("expected [low, high] with low <= high")
         return v
+
+
+class TrainCamBaselineParams(TrainCamBase):
+    """The multi-label soft-margin (BCE) CAM network that CLIMS fine-tunes (IRN's res50_cam)."""
+
+
+class TrainCamParams(TrainCamBase):
+    loss: Literal["clims", "bce"] = "clims"
+    matcher_batch: NonNegInt = 0  # masked images per matcher call (0: all of a step in one call)
 
 
 class ThresholdSweep(Section):
@@ -144,9 +198,11 @@ class ThresholdSweep(Section):
 class MakeCamParams(Section):
     scales: list[PosFloat] = [1.0, 0.5, 1.5, 2.0]
     flip: bool = True
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # resizing of the image to each scale
     max_side: NonNegInt = 0  # 0: CAMs computed at the original image size
     batch_size: PosInt = 4  # images of equal size per batch
     max_pixels: NonNegInt = 150_000  # input pixels per forward pass (0: no cap; CPUs want ~1e5)
+    nproc_per_node: PosInt = 1  # >1: the images are split across processes (GPUs) under torchrun
 
 
 class EvalCamParams(Section):
@@ -205,7 +261,7 @@ class CrisParams(Section):
 class SegParams(Section):
     model: Literal["deeplab", "cris"] = "deeplab"
     labels: Literal["pseudo", "gt"] = "pseudo"
-    backbone: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"
+    backbone: BACKBONES = "efficientnet_lite0"
     pretrained: str = "imagenet"
     output_stride: Literal[8, 16] = 16
     aspp_channels: PosInt = 256
@@ -217,11 +273,26 @@ class TrainSegParams(TrainCommon):
     backbone_lr_mult: NonNegFloat = 0.1
 
 
+class TrainCrisParams(TrainSegParams):
+    """How train_seg trains CRIS (seg.model: cris); DeepLab uses train_seg. Defaults: CRIS.pytorch's cris_r50.yaml
+    (Adam, lr 1e-4 with the CLIP encoders at 0.1x, no weight decay, x0.1 at epoch 35 of 50, input 416, batch 64)."""
+    epochs: PosInt = 50
+    batch_size: PosInt = 64
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: PosFloat = 1e-4
+    weight_decay: NonNegFloat = 0.0
+    schedule: Literal["poly", "step"] = "step"
+    step_epochs: list[PosInt] = [35]
+    crop_size: PosInt = 416
+    scale_range: list[PosFloat] = [1.0, 1.0]
+
+
 class EvalSegParams(Section):
     scales: list[PosFloat] = [1.0]
     flip: bool = False
     postprocess_crf: bool = False
     crf: CRFParams = DEEPLAB_CRF
+    max_side: NonNegInt = 0  # the model sees images downscaled to this long side (0: as they are)
     figures: NonNegInt = 6
 
 
@@ -256,12 +327,15 @@ class Params(Section):
     data: DataParams = DataParams()
     guide: GuideParams = GuideParams()
     clims: ClimsParams = ClimsParams()
+    cam: CamParams = CamParams()
+    train_cam_baseline: TrainCamBaselineParams = TrainCamBaselineParams()
     train_cam: TrainCamParams = TrainCamParams()
     make_cam: MakeCamParams = MakeCamParams()
     eval_cam: EvalCamParams = EvalCamParams()
     pseudo_labels: PseudoLabelParams = PseudoLabelParams()
     seg: SegParams = SegParams()
     train_seg: TrainSegParams = TrainSegParams(optimizer="sgd", lr=0.01)
+    train_cris: TrainCrisParams = TrainCrisParams()
     eval_seg: EvalSegParams = EvalSegParams()
     zeroshot: ZeroshotParams = ZeroshotParams()
     tas: TasParams = TasParams()

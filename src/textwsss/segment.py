@@ -1,83 +1,114 @@
-"""Inference and evaluation of a trained segmentation model (DeepLab or CRIS): used by the eval_seg stage
-and by the `textwsss predict` / `textwsss evaluate` commands, so both give the same numbers."""
+"""Inference of a trained segmentation model (DeepLab or CRIS), shared by eval_seg, TAS and `textwsss predict`
+/ `textwsss evaluate`, so all give the same labels."""
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from .datasets import to_tensor
-from .metrics import ConfusionMatrix
-from .models.runtime import for_inference, image_probe
-from .voc import CLASS_NAMES, image_path, mask_path, read_image, read_mask, readable
-
-log = logging.getLogger(__name__)
+from .data.classes import ClassList
+from .data.images import working_size
+from .data.transforms import to_tensor
 
 
 @torch.inference_mode()
-def class_probabilities(model, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
-                        device: str | torch.device = "cpu") -> np.ndarray:
-    """(21, H, W) per-pixel class probabilities, averaged over scales and flips.
+def class_probabilities(model, image: np.ndarray, classes: ClassList, scales: Sequence[float] = (1.0,),
+                        flip: bool = False, device: str | torch.device = "cpu") -> np.ndarray:
+    """(num_labels, H, W) per-pixel label probabilities (background first), averaged over scales and flips.
 
     DeepLab: softmax of its logits. CRIS: each class prompt's sigmoid map, with the background
     probability the model's threshold, renormalised (so argmax equals CRIS's own thresholded rule).
     """
     x = to_tensor(image)[None].to(device)
     h, w = image.shape[:2]
-    total = torch.zeros((len(CLASS_NAMES) + 1, h, w), device=device)
+    total = torch.zeros((classes.num_labels, h, w), device=device)
     n = 0
     for s in scales:
         xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         for flipped in ([False, True] if flip else [False]):
             inp = xs.flip(-1) if flipped else xs
-            probs = _probs(model, inp)
+            probs = _probs(model, inp, classes)
             probs = probs.flip(-1) if flipped else probs
             total += F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0]
             n += 1
     return (total / n).cpu().numpy()
 
 
-def _probs(model, x: torch.Tensor) -> torch.Tensor:
+def _probs(model, x: torch.Tensor, classes: ClassList) -> torch.Tensor:
     if model.spec["type"] == "cris":
-        sig = model.class_maps(x, [readable(c) for c in CLASS_NAMES])  # (1, 20, h, w) sigmoid maps
+        sig = model.class_maps(x, list(classes.prompts))  # (1, K, h, w) sigmoid maps
         bg = torch.full_like(sig[:, :1], model.bg_threshold)
         stacked = torch.cat([bg, sig], 1)
         return stacked / stacked.sum(1, keepdim=True)
-    return torch.softmax(model(x), 1)
+    logits = model(x)
+    if logits.shape[1] != classes.num_labels:
+        raise ValueError(f"the model predicts {logits.shape[1]} labels, the class list has {classes.num_labels} "
+                         f"(background and {classes.num_classes} classes)")
+    return torch.softmax(logits, 1)
 
 
-def predict_labels(model, image: np.ndarray, *, scales: Sequence[float] = (1.0,), flip: bool = False,
-                   crf=None, device: str | torch.device = "cpu") -> np.ndarray:
-    """uint8 (H, W) VOC label map. `crf`: a textwsss.crf.CRFParams to refine the probabilities, or None."""
-    probs = class_probabilities(model, image, scales, flip, device)
+def _source_coords(out_len: int, in_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """F.interpolate's bilinear sampling (align_corners=False) along one axis: lower index, upper index, weight."""
+    pos = np.maximum((np.arange(out_len, dtype=np.float64) + 0.5) * (in_len / out_len) - 0.5, 0.0)
+    lo = np.minimum(np.floor(pos).astype(np.int64), in_len - 1)
+    hi = np.minimum(lo + 1, in_len - 1)
+    return lo, hi, (pos - lo).astype(np.float32)
+
+
+def upsample_argmax(probs: np.ndarray, size: tuple[int, int], rows_per_band: int = 512) -> np.ndarray:
+    """argmax over labels of `probs` (L, h, w) bilinearly resized to `size` (as F.interpolate with
+    align_corners=False), without ever resizing the probabilities themselves.
+
+    A bilinear sample is a convex combination of its four source pixels, so where the four agree on their
+    argmax the sample has the same argmax; only pixels between disagreeing sources (the label boundaries) are
+    interpolated. Memory is a band of rows of integers, whatever the output size.
+    """
+    h, w = size
+    labels = probs.argmax(0)
+    y0, y1, wy = _source_coords(h, probs.shape[1])
+    x0, x1, wx = _source_coords(w, probs.shape[2])
+    out = np.empty((h, w), dtype=np.uint8)
+    for top in range(0, h, rows_per_band):
+        rows = slice(top, min(h, top + rows_per_band))
+        a, b = labels[y0[rows]][:, x0], labels[y0[rows]][:, x1]
+        c, d = labels[y1[rows]][:, x0], labels[y1[rows]][:, x1]
+        band = a.astype(np.uint8)
+        r, k = np.nonzero((a != b) | (a != c) | (a != d))
+        if len(r):
+            ry0, ry1, rwy = y0[rows][r], y1[rows][r], wy[rows][r]
+            kx0, kx1, kwx = x0[k], x1[k], wx[k]
+            top_row = probs[:, ry0, kx0] * (1 - kwx) + probs[:, ry0, kx1] * kwx
+            bottom_row = probs[:, ry1, kx0] * (1 - kwx) + probs[:, ry1, kx1] * kwx
+            band[r, k] = (top_row * (1 - rwy) + bottom_row * rwy).argmax(0)
+        out[rows] = band
+    return out
+
+
+def predict_labels(model, image: np.ndarray, classes: ClassList, *, scales: Sequence[float] = (1.0,),
+                   flip: bool = False, crf=None, max_side: int = 0,
+                   device: str | torch.device = "cpu") -> np.ndarray:
+    """uint8 (H, W) label map of `image` (H, W, 3) uint8.
+
+    crf: a CRFParams to refine the probabilities, or None. max_side: the model sees the image downscaled so its
+    long side is at most this (0: as it is); the labels come back at the image's own size, so memory stays
+    bounded whatever the image size.
+    """
+    h, w = image.shape[:2]
+    small = working_size(h, w, max_side)
+    work = image if small == (h, w) else _resize(image, small)
+    probs = class_probabilities(model, work, classes, scales, flip, device)
     if crf is not None:
         from .crf import crf_from_probs
 
-        probs = crf_from_probs(image, probs, crf)
-    return probs.argmax(0).astype(np.uint8)
+        probs = crf_from_probs(work, probs, crf)
+    if small == (h, w):
+        return probs.argmax(0).astype(np.uint8)
+    return upsample_argmax(probs, (h, w))
 
 
-def evaluate_model(model, root: Path, ids: Sequence[str], *, scales: Sequence[float] = (1.0,), flip: bool = False,
-                   crf=None, device: str | torch.device = "cpu", figures_dir: Path | None = None,
-                   figure_ids: Sequence[str] = ()) -> tuple[dict, np.ndarray]:
-    """Scores the model on a split: (summary with miou/pixel_acc/per_class, confusion matrix)."""
-    from .viz import label_figure
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
 
-    # CRIS needs prompts besides images, so only DeepLab gets the probe that allows folding its BatchNorm.
-    model = for_inference(model, device, probe=None if model.spec["type"] == "cris" else image_probe(device))
-    cm = ConfusionMatrix()
-    for i in tqdm(ids, desc="evaluate", unit="img", disable=None):
-        image = read_image(image_path(root, i))
-        gt = read_mask(mask_path(root, i))
-        pred = predict_labels(model, image, scales=scales, flip=flip, crf=crf, device=device)
-        cm.update(pred, gt)
-        if figures_dir is not None and i in figure_ids:
-            label_figure(Path(figures_dir) / f"{i}.png", image, [("ground truth", gt), ("prediction", pred)])
-    summary = cm.summary()
-    return {"miou": summary["miou"], "pixel_acc": summary["pixel_acc"], "per_class": summary["per_class"],
-            "absent": summary["absent"]}, cm.matrix
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))

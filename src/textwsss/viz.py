@@ -11,12 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .data.classes import IGNORE, PALETTE, ClassList  # noqa: E402
 from .io import save_figure  # noqa: E402
-from .voc import CLASS_NAMES, IGNORE, LABEL_NAMES, PALETTE  # noqa: E402
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
-    """Label map -> RGB with the VOC palette (255 shown white)."""
+    """Label map -> RGB with the label palette (255 shown white)."""
     rgb = PALETTE[np.asarray(labels, dtype=np.uint8)].copy()
     rgb[labels == IGNORE] = 255
     return rgb
@@ -40,12 +40,15 @@ def _panel(path: Path, tiles: Sequence[tuple[str, np.ndarray]]) -> None:
     plt.close(fig)
 
 
-def cam_figure(path: Path, image: np.ndarray, cams: np.ndarray, keys: Sequence[int], gt: np.ndarray,
-               pred: np.ndarray) -> None:
-    """Image, the CAM heat map of each labelled class over it, the thresholded labels and the ground truth."""
+def cam_figure(path: Path, image: np.ndarray, cams: np.ndarray, keys: Sequence[int], gt: np.ndarray | None,
+               pred: np.ndarray, classes: ClassList) -> None:
+    """Image, the CAM heat map of each labelled class over it, the thresholded labels and the ground truth
+    (when the image has a mask)."""
     tiles = [("image", image)]
-    tiles += [(f"CAM {CLASS_NAMES[k]}", blend(image, heatmap(c))) for k, c in zip(keys, cams)]
-    tiles += [("CAM labels", blend(image, colorize(pred), 0.6)), ("ground truth", blend(image, colorize(gt), 0.6))]
+    tiles += [(f"CAM {classes.names[k]}", blend(image, heatmap(c))) for k, c in zip(keys, cams)]
+    tiles += [("CAM labels", blend(image, colorize(pred), 0.6))]
+    if gt is not None:
+        tiles += [("ground truth", blend(image, colorize(gt), 0.6))]
     _panel(path, tiles)
 
 
@@ -54,11 +57,12 @@ def label_figure(path: Path, image: np.ndarray, named_maps: Sequence[tuple[str, 
     _panel(path, [("image", image)] + [(name, blend(image, colorize(m), 0.6)) for name, m in named_maps])
 
 
-def confusion_figure(path: Path, matrix: np.ndarray, names: Sequence[str] = LABEL_NAMES) -> None:
-    """Row-normalised confusion matrix (rows: ground truth)."""
+def confusion_figure(path: Path, matrix: np.ndarray, names: Sequence[str]) -> None:
+    """Row-normalised confusion matrix (rows: ground truth); names: the label names (background first)."""
     rows = matrix.sum(1, keepdims=True)
     norm = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(8, 7))
+    side = min(40, max(6, 0.35 * len(names) + 2))  # readable from VOC's 21 labels to COCO's 81
+    fig, ax = plt.subplots(figsize=(side + 1, side))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)

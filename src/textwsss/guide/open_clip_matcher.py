@@ -123,8 +123,8 @@ class OpenClipMatcher(Matcher):
         self.freeze()
         log.info("open_clip matcher %s (%s), input %d px", arch, pretrained, self.input_size)
 
-    def _encode_pixels(self, images: Tensor) -> Tensor:
-        return self.model.encode_image((images - self.mean) / self.std)
+    def _encode_normalised(self, images: Tensor) -> Tensor:
+        return self.model.encode_image(images)
 
     def _encode_concept_batch(self, concepts: list[str]) -> Tensor:
         """Text features of the prompted concepts. A class with synonyms (set_synonyms) gets the
@@ -153,7 +153,7 @@ class OpenClipMatcher(Matcher):
         block only feeds the class token to the pooled feature, so its patch tokens get no gradient);
         ModifiedResNet: the output of layer4. The returned map lies on the path to the features."""
         visual = self.model.visual
-        x = (self.resize(images) - self.mean) / self.std
+        x = self.normalise(self.resize(images))
         captured: dict[str, Tensor] = {}
         if hasattr(visual, "transformer"):
             gh, gw = visual.grid_size

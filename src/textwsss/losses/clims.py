@@ -9,8 +9,17 @@ matcher (all of them batched into as few encode_images calls as `max_images_per_
                                                               co-occurring background words
 - REG = mean of P over the whole batch, all K channels, h, w (the paper's REG: keeps maps small;
         absent classes are included on purpose, so their maps are pushed to zero too)
-OTM, BTM and CBS are summed over classes per image and averaged over the B images of the batch.
+Batch reduction (`reduction`):
+- 'official' (the public code's clip_loss.py, which the published weights were tuned with): OTM and BTM
+  are the mean over all present (image, class) pairs of the batch; CBS is the plain sum over pairs x
+  background words above the threshold (no division);
+- 'per_image': every term summed over the classes of an image, then averaged over the B images.
 total = alpha*OTM + beta*BTM + gamma*CBS + delta*REG.
+
+What the matcher sees (`input_mode`): 'clip' (default here) masks the [0,1] image by the map and lets the
+matcher normalise it (masked-out pixels are black); 'official' masks the ImageNet-normalised image, as the
+public code does, and feeds that to the matcher as it is (masked-out pixels are the mean colour, and CLIP gets
+ImageNet's statistics instead of its own).
 """
 from __future__ import annotations
 
@@ -21,7 +30,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from textwsss.guide.base import SIM_MAX, SIM_MIN, Matcher
-from textwsss.voc import CLASS_NAMES
 
 
 def _background_words(background_concepts: Sequence[str] | Mapping[str, Sequence[str]],
@@ -31,12 +39,11 @@ def _background_words(background_concepts: Sequence[str] | Mapping[str, Sequence
     if isinstance(background_concepts, Mapping):
         words = list(dict.fromkeys(w for ws in background_concepts.values() for w in ws))
         allowed = torch.zeros(k_count, len(words), dtype=torch.bool)
+        unknown = sorted(set(background_concepts) - set(class_concepts))
+        if unknown:
+            raise ValueError(f"background_concepts: keys {unknown} are not class concepts {list(class_concepts)}")
         for k, name in enumerate(class_concepts):
-            # A mapping may be keyed by the prompt name ('dining table') or the VOC name ('diningtable').
-            own = background_concepts.get(name)
-            if own is None and k_count == len(CLASS_NAMES):
-                own = background_concepts.get(CLASS_NAMES[k])
-            for w in own or ():
+            for w in background_concepts.get(name, ()):
                 allowed[k, words.index(w)] = True
         return words, allowed
     if isinstance(background_concepts, str):
@@ -45,16 +52,29 @@ def _background_words(background_concepts: Sequence[str] | Mapping[str, Sequence
     return words, torch.ones(k_count, len(words), dtype=torch.bool)
 
 
+REDUCTIONS = ("official", "per_image")
+INPUT_MODES = ("clip", "official")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 def _per_image_mean(values: Tensor, image_index: Tensor, batch: int) -> Tensor:
     """Sum the per-pair values of each image, then average over the B images."""
     per_image = torch.zeros(batch, dtype=values.dtype, device=values.device).index_add(0, image_index, values)
     return per_image.mean()
 
 
+def _imagenet_normalised(images: Tensor) -> Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, class_concepts: Sequence[str],
                background_concepts: Sequence[str] | Mapping[str, Sequence[str]], *, alpha: float = 10.0,
                beta: float = 24.0, gamma: float = 1.0, delta: float = 0.2, cbs_threshold: float = 0.26,
-               class_weights: Tensor | None = None, max_images_per_call: int = 0) -> dict[str, Tensor]:
+               class_weights: Tensor | None = None, max_images_per_call: int = 0, reduction: str = "official",
+               input_mode: str = "clip") -> dict[str, Tensor]:
     """CLIMS loss terms and their weighted total.
 
     maps: (B,K,h,w) sigmoid activation maps in [0,1]; images: (B,3,H,W) RGB in [0,1];
@@ -66,6 +86,7 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
     optional (K,) factors on the per-class OTM and BTM terms; max_images_per_call: the 2P masked images
     go through the matcher in calls of at most this many (0: one call; a GPU wants one call, a CPU
     calls of ~8 images, whose activations stay in its caches). The result does not depend on it.
+    reduction: 'official' or 'per_image'; input_mode: 'clip' or 'official' (module docstring).
     Returns {'otm', 'btm', 'cbs', 'reg', 'total'} (scalars).
     """
     if maps.ndim != 4:
@@ -81,6 +102,10 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
         raise ValueError(f"max_images_per_call: expected 0 (one call) or a positive count, got {max_images_per_call}")
     if class_weights is not None and class_weights.shape != (k_count,):
         raise ValueError(f"class_weights: expected shape ({k_count},), got {tuple(class_weights.shape)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"input_mode: expected one of {INPUT_MODES}, got {input_mode!r}")
 
     reg = maps.mean()
     zero = maps.sum() * 0.0  # keeps the graph (and dtype/device) when no term applies
@@ -94,11 +119,14 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
                               align_corners=False)
     pair_images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)[image_index]
     pair_images = pair_images.to(pair_maps.dtype)
+    if input_mode == "official":
+        pair_images = _imagenet_normalised(pair_images)
     n_pairs = pair_maps.shape[0]
     # Every foreground and background of the batch in one stack, encoded in as few calls as allowed.
     masked = torch.cat([pair_images * pair_maps, pair_images * (1.0 - pair_maps)])
     per_call = max_images_per_call or masked.shape[0]
-    feats = torch.cat([matcher.encode_images(chunk) for chunk in masked.split(per_call)])
+    encode = matcher.encode_images if input_mode == "clip" else matcher.encode_prenormalised
+    feats = torch.cat([encode(chunk) for chunk in masked.split(per_call)])
 
     words, allowed = _background_words(background_concepts, class_concepts)
     concept_feats = matcher.encode_concepts(list(class_concepts) + words)
@@ -110,16 +138,19 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
 
     weights = class_weights.to(sim.device, sim.dtype)[class_index_dev] if class_weights is not None else 1.0
     image_index_dev = image_index.to(sim.device)
-    otm = _per_image_mean(-weights * torch.log(s_fg), image_index_dev, batch)
-    btm = _per_image_mean(-weights * torch.log(1.0 - s_bg), image_index_dev, batch)
-
+    otm_pairs = -weights * torch.log(s_fg)
+    btm_pairs = -weights * torch.log(1.0 - s_bg)
     if words:
         s_words = sim[:n_pairs, k_count:]
         counted = (s_words > cbs_threshold) & allowed.to(sim.device)[class_index_dev]
         cbs_pairs = (-torch.log(1.0 - s_words) * counted).sum(dim=1)
-        cbs = _per_image_mean(cbs_pairs, image_index_dev, batch)
+    if reduction == "official":
+        otm, btm = otm_pairs.mean(), btm_pairs.mean()
+        cbs = cbs_pairs.sum() if words else zero
     else:
-        cbs = zero
+        otm = _per_image_mean(otm_pairs, image_index_dev, batch)
+        btm = _per_image_mean(btm_pairs, image_index_dev, batch)
+        cbs = _per_image_mean(cbs_pairs, image_index_dev, batch) if words else zero
     total = alpha * otm + beta * btm + gamma * cbs + delta * reg
     return {"otm": otm, "btm": btm, "cbs": cbs, "reg": reg, "total": total}
 

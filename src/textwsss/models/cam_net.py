@@ -25,7 +25,7 @@ class CAMNet(nn.Module):
         self.num_classes = num_classes
         self.spec = {"type": "cam_net", "backbone": backbone.name, "pretrained": "none",
                      "output_stride": backbone.output_stride, "freeze_stem": backbone.freeze_stem,
-                     "num_classes": num_classes}
+                     "dilate": backbone.dilate, "num_classes": num_classes}
 
     def forward(self, images: Tensor) -> Tensor:
         return self.classifier(self.backbone(self.normalize(images))["out"])

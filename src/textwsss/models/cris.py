@@ -1,13 +1,20 @@
 """CRIS (Wang et al., CVPR 2022): CLIP-driven referring image segmentation, METHODS.md section 5.
+Follows the published code (DerrickWang005/CRIS.pytorch: model/clip.py, model/layers.py, model/segmenter.py).
 
-  images ──CLIP ModifiedResNet──> F_v2 (1/8), F_v3 (1/16), F_v4 (1/32)
-  texts  ──CLIP text encoder───> F_t (per-token word features, padding masked), F_s (EOT token, projected)
-  neck:      F_v4 * proj(F_s) -> up to 1/16, fused with F_v3, then with F_v2 (strided to 1/16); the three
-             levels aggregated, 2-D coordinates concatenated -> F_v (1/16)
-  decoder:   N x [self-attention over pixels (+ sine positions), cross-attention pixels -> words
-             (padding masked), FFN] -> F_c
-  projector: z_v = conv(Up x4(F_c)) (C channels, 1/4 of the input); z_t = Linear(F_s) in R^(C*k*k+1), a
-             per-sample k x k kernel plus bias; logits = dynamic conv of z_v with z_t -> (B,1,H/4,W/4)
+  images ──CLIP ModifiedResNet──> v3 = layer2 (1/8), v4 = layer3 (1/16), v5 = CLIP's attention pool applied
+           at every pixel of layer4 (1/32, output_dim channels: the text-aligned embedding space; positional
+           embedding resized bicubically to the map) + a 1x1 conv/BN residual branch of layer4, then ReLU
+  texts  ──CLIP text encoder───> F_t = ln_final word features (B,L,text width; padding masked),
+           F_s = EOT feature @ text_projection (B,E)
+  neck (FPN, widths C/2, C, 2C):  f5 = BN-ReLU(conv1x1(v5) * Linear-BN-ReLU(F_s)); f4 = conv1x1[conv3x3(v4),
+           up2(f5)]; f3 = conv1x1[avgpool2(conv3x3(v3)), f4]; the three levels through 3x3 convs, f5 up x2,
+           concatenated, 1x1 aggregation, CoordConv 3x3 + conv 3x3 -> F_v (C channels, 1/16)
+  decoder: N x pre-norm [self-attention over pixels (sine positions on q/k) -> LayerNorm -> residual;
+           cross-attention pixels -> words (padding masked, sine positions on q/k) -> LayerNorm -> residual;
+           FFN Linear-ReLU-Dropout-LayerNorm-Linear -> residual], final LayerNorm -> F_c
+  projector: z_v = conv1x1(conv3x3(up2(conv3x3(up2(F_c))))) (C/2 channels, 1/4 of the input);
+           z_t = Linear(F_s) in R^(C/2*k*k+1), a per-sample k x k kernel plus bias;
+           logits = dynamic conv of z_v with z_t -> (B,1,H/4,W/4)
 Training: sigmoid(logits) vs the binary mask, binary cross-entropy (losses.segmentation.text_to_pixel_loss).
 
 Texts are concepts: the prompt template (e.g. 'a photo of a {}.') is applied inside; use '{}' for raw
@@ -36,6 +43,12 @@ def _conv_bn_relu(cin: int, cout: int, k: int = 1, stride: int = 1) -> nn.Sequen
                          nn.ReLU(inplace=True))
 
 
+def _resize(x: Tensor, size) -> Tensor:
+    """Bilinear resize (align_corners False, as the published x2 upsampling); a no-op at the same size."""
+    size = tuple(size)
+    return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def coord_features(batch: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """(B,2,h,w) pixel-centre coordinates in [-1, 1] (x then y)."""
     ys = torch.linspace(-1, 1, h, device=device, dtype=dtype)
@@ -44,75 +57,165 @@ def coord_features(batch: int, h: int, w: int, device: torch.device, dtype: torc
     return torch.stack([gx, gy])[None].expand(batch, -1, -1, -1)
 
 
+def _sincos(positions: Tensor, dim: int) -> Tensor:
+    """(n, dim) transformer encoding of n positions: channel 2i = sin(p * 10000^(-2i/dim)), 2i+1 = cos(...)."""
+    if dim % 2:
+        raise ValueError(f"dim: the sine/cosine encoding needs an even width, got {dim}")
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) * (-math.log(1e4) / dim))
+    angle = positions.float()[:, None] * freq[None]
+    return torch.stack([angle.sin(), angle.cos()], -1).reshape(len(positions), dim)
+
+
 def sine_positions_2d(h: int, w: int, dim: int, device: torch.device) -> Tensor:
-    """(h*w, dim) fixed sine/cosine encoding: half the channels for y, half for x."""
+    """(h*w, dim) fixed encoding, rows in raster order: the first dim/2 channels encode x (the column), the
+    last dim/2 the row y, each with `_sincos` at width dim/2 (the published pos2d)."""
     if dim % 4:
         raise ValueError(f"dim: the 2-D positional encoding needs a multiple of 4, got {dim}")
-    quarter = dim // 4
-    freq = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
-    y = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freq  # (h, q)
-    x = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freq  # (w, q)
-    py = torch.cat([y.sin(), y.cos()], 1)[:, None, :].expand(h, w, 2 * quarter)
-    px = torch.cat([x.sin(), x.cos()], 1)[None, :, :].expand(h, w, 2 * quarter)
-    return torch.cat([py, px], 2).reshape(h * w, dim)
+    ex = _sincos(torch.arange(w, device=device), dim // 2)  # (w, dim/2)
+    ey = _sincos(torch.arange(h, device=device), dim // 2)  # (h, dim/2)
+    return torch.cat([ex[None].expand(h, -1, -1), ey[:, None].expand(-1, w, -1)], 2).reshape(h * w, dim)
 
 
 def sine_positions_1d(length: int, dim: int, device: torch.device) -> Tensor:
-    half = dim // 2
-    freq = 1.0 / (10000 ** (torch.arange(half, device=device, dtype=torch.float32) / max(half, 1)))
-    p = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freq
-    return torch.cat([p.sin(), p.cos()], 1)[:, :dim]
+    """(length, dim) fixed encoding of word positions (the published pos1d)."""
+    return _sincos(torch.arange(length, device=device), dim)
 
 
-class CrossModalNeck(nn.Module):
-    """F_v2, F_v3, F_v4 and the sentence feature F_s -> multi-modal map F_v at 1/16 (dim channels)."""
+class _SentenceBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d on sentence features. A training batch of one sentence has no batch statistics (plain
+    BatchNorm1d raises); it is then normalised with the running statistics, left unchanged."""
 
-    def __init__(self, in_channels: tuple[int, int, int], sentence_dim: int, dim: int):
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class DenseAttentionPool(nn.Module):
+    """CLIP's attention pool applied at every pixel (CRIS's v5), replacing `visual.attnpool` in place.
+
+    It takes over the very Parameter/Linear objects of open_clip's AttentionPool2d (positional_embedding,
+    q/k/v/c_proj: a CLIP checkpoint loaded into the tower is what this module computes with, and the state
+    dict keys stay `visual.attnpool.*`), and adds the published residual branch `connect` (1x1 conv, no bias,
+    + BatchNorm, embed_dim -> output_dim, newly initialised).
+
+    forward(x (B,embed_dim,h,w)) -> relu(attention(x) + connect(x)) (B,output_dim,h,w): every pixel token
+    (plus its positional embedding; the spatial part bicubically resized to (h,w)) attends to all pixel
+    tokens, as the published code (no mean token). with_global=True also returns CLIP's pooled embedding
+    (B,output_dim): the mean token (plus the class positional embedding) attending to itself and every pixel,
+    which is exactly open_clip's AttentionPool2d output at the native size; pixel queries never see it.
+    """
+
+    def __init__(self, pool: nn.Module):
         super().__init__()
-        c2, c3, c4 = in_channels
-        self.text_proj = nn.Linear(sentence_dim, dim)
-        self.proj4 = nn.Sequential(nn.Conv2d(c4, dim, 1, bias=False), nn.BatchNorm2d(dim))
-        self.norm4 = nn.Sequential(nn.BatchNorm2d(dim), nn.ReLU(inplace=True))
-        self.proj3 = _conv_bn_relu(c3, dim, 1)
-        self.fuse43 = _conv_bn_relu(2 * dim, dim, 3)
-        self.proj2 = _conv_bn_relu(c2, dim, 3, stride=2)  # 1/8 -> 1/16
-        self.fuse432 = _conv_bn_relu(2 * dim, dim, 3)
-        self.aggregate = _conv_bn_relu(3 * dim, dim, 1)
-        self.coord = _conv_bn_relu(dim + 2, dim, 3)
+        self.positional_embedding = pool.positional_embedding  # the same Parameter objects
+        self.k_proj, self.q_proj, self.v_proj, self.c_proj = pool.k_proj, pool.q_proj, pool.v_proj, pool.c_proj
+        self.num_heads = int(pool.num_heads)
+        embed_dim, output_dim = self.c_proj.in_features, self.c_proj.out_features
+        if embed_dim % self.num_heads:
+            raise ValueError(f"attnpool: {embed_dim} channels are not divisible by {self.num_heads} heads")
+        self.grid = round(math.sqrt(self.positional_embedding.shape[0] - 1))
+        if self.grid ** 2 + 1 != self.positional_embedding.shape[0]:
+            raise ValueError(f"attnpool: positional embedding of {self.positional_embedding.shape[0]} rows is "
+                             f"not 1 + a square grid")
+        self.connect = nn.Sequential(nn.Conv2d(embed_dim, output_dim, 1, bias=False), nn.BatchNorm2d(output_dim))
+        self.output_dim = output_dim
 
-    def forward(self, v2: Tensor, v3: Tensor, v4: Tensor, sentence: Tensor) -> Tensor:
-        size = v3.shape[-2:]
-        f4 = self.norm4(self.proj4(v4) * self.text_proj(sentence)[:, :, None, None])  # element-wise product
-        f4 = F.interpolate(f4, size=size, mode="bilinear", align_corners=False)
-        f43 = self.fuse43(torch.cat([f4, self.proj3(v3)], 1))
-        f2 = self.proj2(v2)
-        if f2.shape[-2:] != size:  # odd sizes: the strided conv may round differently from CLIP's pooling
-            f2 = F.interpolate(f2, size=size, mode="bilinear", align_corners=False)
-        f432 = self.fuse432(torch.cat([f43, f2], 1))
-        fm = self.aggregate(torch.cat([f4, f43, f432], 1))
-        b, _, h, w = fm.shape
-        return self.coord(torch.cat([fm, coord_features(b, h, w, fm.device, fm.dtype)], 1))
+    def spatial_positions(self, h: int, w: int) -> Tensor:
+        """(h*w, embed_dim): the grid part of the positional embedding, bicubically resized to (h, w)."""
+        pos = self.positional_embedding[1:]
+        if (h, w) == (self.grid, self.grid):
+            return pos  # bicubic resampling at the same size is the identity
+        grid = pos.reshape(self.grid, self.grid, -1).permute(2, 0, 1)[None]
+        grid = F.interpolate(grid.float(), size=(h, w), mode="bicubic", align_corners=False).to(pos.dtype)
+        return grid[0].flatten(1).transpose(0, 1)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: Tensor, with_global: bool = False):
+        b, c, h, w = x.shape
+        residual = self.connect(x)
+        tokens = x.flatten(2).transpose(1, 2) + self.spatial_positions(h, w).to(x.dtype)[None]  # (B, hw, C)
+        mask = None
+        if with_global:
+            mean = x.mean((2, 3))[:, None] + self.positional_embedding[:1].to(x.dtype)[None]
+            tokens = torch.cat([mean, tokens], 1)
+            mask = torch.ones(h * w + 1, h * w + 1, dtype=torch.bool, device=x.device)
+            mask[1:, 0] = False  # pixels attend to pixels only (True = may attend)
+        q, k, v = (self._heads(proj(tokens)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = self.c_proj(out.transpose(1, 2).reshape(b, tokens.shape[1], c))  # (B, N, output_dim)
+        dense = out[:, -h * w:].transpose(1, 2).reshape(b, -1, h, w)
+        dense = F.relu(dense + residual)
+        return (dense, out[:, 0]) if with_global else dense
+
+
+class CrossModalFPN(nn.Module):
+    """The published multi-modal FPN: (v3, v4, v5, F_s) -> F_v at the v4 size (1/16), `widths[1]` channels.
+
+    in_channels: (v3, v4, v5) channels (RN50: 512, 1024, 1024); widths: the published fpn_out (RN50: 256, 512,
+    1024); sentence_dim: F_s channels (RN50: 1024)."""
+
+    def __init__(self, in_channels: tuple[int, int, int], widths: tuple[int, int, int], sentence_dim: int):
+        super().__init__()
+        c3, c4, c5 = in_channels
+        w3, w4, w5 = widths
+        self.txt_proj = nn.Sequential(nn.Linear(sentence_dim, w5, bias=False), _SentenceBatchNorm(w5),
+                                      nn.ReLU(inplace=True))
+        self.v5_proj = _conv_bn_relu(c5, w5, 1)
+        self.v5_norm = nn.Sequential(nn.BatchNorm2d(w5), nn.ReLU(inplace=True))
+        self.v4_proj = _conv_bn_relu(c4, w4, 3)
+        self.f4_fuse = _conv_bn_relu(w4 + w5, w4, 1)
+        self.v3_proj = _conv_bn_relu(c3, w3, 3)
+        self.f3_fuse = _conv_bn_relu(w3 + w4, w4, 1)
+        self.q5 = _conv_bn_relu(w5, w4, 3)
+        self.q4 = _conv_bn_relu(w4, w4, 3)
+        self.q3 = _conv_bn_relu(w4, w4, 3)
+        self.aggregate = _conv_bn_relu(3 * w4, w4, 1)
+        self.coord_conv = _conv_bn_relu(w4 + 2, w4, 3)
+        self.out_conv = _conv_bn_relu(w4, w4, 3)
+
+    def forward(self, v3: Tensor, v4: Tensor, v5: Tensor, sentence: Tensor) -> Tensor:
+        size = v4.shape[-2:]
+        # Visual-text fusion at 1/32: element-wise product with the projected sentence.
+        f5 = self.v5_norm(self.v5_proj(v5) * self.txt_proj(sentence)[:, :, None, None])
+        f4 = self.f4_fuse(torch.cat([self.v4_proj(v4), _resize(f5, size)], 1))
+        f3 = _resize(F.avg_pool2d(self.v3_proj(v3), 2, 2), size)
+        f3 = self.f3_fuse(torch.cat([f3, f4], 1))
+        fq = self.aggregate(torch.cat([self.q3(f3), self.q4(f4), _resize(self.q5(f5), size)], 1))
+        b, _, h, w = fq.shape
+        fq = self.coord_conv(torch.cat([fq, coord_features(b, h, w, fq.device, fq.dtype)], 1))
+        return self.out_conv(fq)
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm: self-attention over pixels, cross-attention pixels -> words, FFN; positions added to q/k."""
+    """The published decoder layer (pre-norm, plus a LayerNorm on each attention output and inside the FFN):
+    vis += LN(SelfAttn(q=k=LN1(vis)+pos, v=LN1(vis))); vis += LN(CrossAttn(q=LN2(vis)+pos, k=words+word_pos,
+    v=words, padding masked)); vis += FFN(LN3(vis)) with FFN = Linear-ReLU-Dropout-LayerNorm(ffn)-Linear.
+    word_dim: width of the word features (the keys/values; the published model has word_dim == dim)."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, word_dim: int | None = None):
         super().__init__()
+        word_dim = word_dim or dim
         self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, kdim=word_dim, vdim=word_dim,
+                                                batch_first=True)
+        self.self_attn_norm, self.cross_attn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dim, dim))
+                                 nn.LayerNorm(ffn_dim), nn.Linear(ffn_dim, dim))
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop1, self.drop2, self.drop3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
 
     def forward(self, vis: Tensor, vis_pos: Tensor, words: Tensor, word_pos: Tensor, pad: Tensor) -> Tensor:
         q = self.norm1(vis)
-        vis = vis + self.drop(self.self_attn(q + vis_pos, q + vis_pos, q, need_weights=False)[0])
+        a = self.self_attn(q + vis_pos, q + vis_pos, q, need_weights=False)[0]
+        vis = vis + self.drop1(self.self_attn_norm(a))
         q = self.norm2(vis)
-        vis = vis + self.drop(self.cross_attn(q + vis_pos, words + word_pos, words, key_padding_mask=pad,
-                                              need_weights=False)[0])
-        return vis + self.drop(self.ffn(self.norm3(vis)))
+        a = self.cross_attn(q + vis_pos, words + word_pos, words, key_padding_mask=pad, need_weights=False)[0]
+        vis = vis + self.drop2(self.cross_attn_norm(a))
+        return vis + self.drop3(self.ffn(self.norm3(vis)))
 
 
 class CRIS(nn.Module):
@@ -121,6 +224,10 @@ class CRIS(nn.Module):
     forward(images (B,3,H,W) RGB in [0,1], texts list of B concepts) -> logits (B,1,ceil(H/4),ceil(W/4)).
     CLIP normalisation is inside (persistent buffers). `bg_threshold` is the sigmoid level below which
     predict_semantic calls a pixel background.
+
+    Widths follow the published RN50 model with dim = vis_dim (512): FPN widths (dim/2, dim, 2*dim) =
+    (256, 512, 1024), pixel embedding dim/2 = 256 channels; the input channels (layer2, layer3, attention-pool
+    output), the sentence width and the word width come from the CLIP model.
     """
 
     def __init__(self, clip: nn.Module, tokenizer, *, arch: str, quick_gelu: bool = False,
@@ -138,31 +245,35 @@ class CRIS(nn.Module):
         if kernel_size % 2 == 0 or decoder_layers < 1:
             raise ValueError(f"kernel_size must be odd and decoder_layers >= 1, got {kernel_size}, {decoder_layers}")
         self.clip, self.tokenizer, self.prompt = clip, tokenizer, prompt
-        visual.attnpool = nn.Identity()  # the pooled CLIP embedding is not used; keep its weights out of training
+        if not isinstance(visual.attnpool, DenseAttentionPool):
+            visual.attnpool = DenseAttentionPool(visual.attnpool)  # same pretrained tensors, applied per pixel
         clip.logit_scale.requires_grad_(False)
         width = visual.layer1[0].conv1.in_channels  # ModifiedResNet 'width'
-        v_channels = (width * 8, width * 16, width * 32)  # layer2/3/4 outputs (bottleneck expansion 4)
+        v_channels = (width * 8, width * 16, visual.attnpool.output_dim)  # layer2, layer3, dense attention pool
         text_width = clip.token_embedding.embedding_dim
         sentence_dim = clip.text_projection.shape[1] if isinstance(clip.text_projection, Tensor) \
             else clip.text_projection.out_features
         pp = visual.preprocess_cfg if hasattr(visual, "preprocess_cfg") else {}
         self.normalize = Normalize(tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
                                    tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)))
-        self.neck = CrossModalNeck(v_channels, sentence_dim, dim)
-        self.word_proj = nn.Linear(text_width, dim)
-        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, dropout) for _ in range(decoder_layers))
+        self.neck = CrossModalFPN(v_channels, (dim // 2, dim, 2 * dim), sentence_dim)
+        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, dropout, text_width)
+                                    for _ in range(decoder_layers))
         self.decoder_norm = nn.LayerNorm(dim)
         c = dim // 2
         self.vis_up1 = _conv_bn_relu(dim, dim, 3)
         self.vis_up2 = _conv_bn_relu(dim, c, 3)
         self.vis_out = nn.Conv2d(c, c, 1)
-        self.txt_proj = nn.Sequential(nn.Linear(sentence_dim, dim), nn.ReLU(inplace=True),
-                                      nn.Linear(dim, c * kernel_size * kernel_size + 1))
+        self.txt_proj = nn.Linear(sentence_dim, c * kernel_size * kernel_size + 1)
         self.kernel_size, self.proj_channels, self.dim = kernel_size, c, dim
         self.bg_threshold = float(bg_threshold)
         self.spec = {"type": "cris", "arch": arch, "pretrained": "none", "quick_gelu": bool(quick_gelu),
                      "prompt": prompt, "decoder_layers": decoder_layers, "heads": heads, "ffn_dim": ffn_dim,
                      "dim": dim, "kernel_size": kernel_size, "dropout": dropout, "bg_threshold": self.bg_threshold}
+
+    @property
+    def dense_pool(self) -> DenseAttentionPool:
+        return self.clip.visual.attnpool
 
     # ------------------------------------------------------------------------------------------ encoders
     def tokenize(self, texts: Sequence[str]) -> Tensor:
@@ -175,14 +286,16 @@ class CRIS(nn.Module):
         return tokens[:, :length]
 
     def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(v3 = layer2 (1/8), v4 = layer3 (1/16), v5 = dense attention pool of layer4 (1/32, output_dim))."""
         v = self.clip.visual
         x = v.stem(self.normalize(images))
-        v2 = v.layer2(v.layer1(x))
-        v3 = v.layer3(v2)
-        return v2, v3, v.layer4(v3)
+        v3 = v.layer2(v.layer1(x))
+        v4 = v.layer3(v3)
+        return v3, v4, v.attnpool(v.layer4(v4))
 
     def encode_text(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(word features (B,L,dim), padding mask (B,L) True where padding, sentence feature (B,E))."""
+        """(word features (B,L,text width) straight from ln_final, padding mask (B,L) True after the EOT token,
+        sentence feature (B,E) = EOT feature @ text_projection)."""
         clip = self.clip
         length = tokens.shape[1]
         if length > clip.positional_embedding.shape[0]:
@@ -196,7 +309,7 @@ class CRIS(nn.Module):
             else sentence @ clip.text_projection
         eot = tokens.argmax(-1)
         pad = torch.arange(length, device=tokens.device)[None] > eot[:, None]
-        return self.word_proj(x), pad, sentence
+        return x, pad, sentence
 
     # ------------------------------------------------------------------------------------------ decoding
     def decode(self, feats: tuple[Tensor, Tensor, Tensor], words: Tensor, pad: Tensor, sentence: Tensor,
@@ -206,12 +319,12 @@ class CRIS(nn.Module):
         b, d, h, w = fv.shape
         vis = fv.flatten(2).transpose(1, 2)  # (B, h*w, d)
         vis_pos = sine_positions_2d(h, w, d, fv.device).to(vis.dtype)[None]
-        word_pos = sine_positions_1d(words.shape[1], d, fv.device).to(words.dtype)[None]
+        word_pos = sine_positions_1d(words.shape[1], words.shape[2], fv.device).to(words.dtype)[None]
         for layer in self.layers:
             vis = layer(vis, vis_pos, words, word_pos, pad)
         fc = self.decoder_norm(vis).transpose(1, 2).reshape(b, d, h, w)
-        z = self.vis_up1(F.interpolate(fc, scale_factor=2, mode="bilinear", align_corners=False))
-        z = self.vis_up2(F.interpolate(z, size=out_size, mode="bilinear", align_corners=False))
+        z = self.vis_up1(_resize(fc, (2 * h, 2 * w)))
+        z = self.vis_up2(_resize(z, out_size))
         z_v = self.vis_out(z)  # (B, C, H/4, W/4)
         z_t = self.txt_proj(sentence)  # (B, C*k*k + 1)
         k, c = self.kernel_size, self.proj_channels
@@ -270,12 +383,18 @@ class CRIS(nn.Module):
         return torch.where(best >= thr, idx + 1, torch.zeros_like(idx))
 
     def param_groups(self, backbone_lr_mult: float = 0.1, lr: float | None = None) -> list[dict]:
-        """CLIP encoders (lr_mult backbone_lr_mult, CRIS: 0.1) and the new layers (lr_mult 1)."""
+        """The published split: CLIP (both encoders, the dense pool and its residual branch; lr_mult
+        backbone_lr_mult, CRIS: 0.1), the new layers (lr_mult 1) and, as a third group also at lr_mult 1, CLIP's
+        positional embeddings (text and attention pool: the published code trains every parameter whose name
+        contains 'positional_embedding' at the head's learning rate)."""
+        clip_named = [(n, p) for n, p in self.clip.named_parameters() if p.requires_grad]
         clip_ids = {id(p) for p in self.clip.parameters()}
-        groups = [{"params": [p for p in self.clip.parameters() if p.requires_grad],
+        groups = [{"params": [p for n, p in clip_named if "positional_embedding" not in n],
                    "lr_mult": float(backbone_lr_mult)},
                   {"params": [p for p in self.parameters() if id(p) not in clip_ids and p.requires_grad],
-                   "lr_mult": 1.0}]
+                   "lr_mult": 1.0},
+                  {"params": [p for n, p in clip_named if "positional_embedding" in n], "lr_mult": 1.0}]
+        groups = groups[:2] + [g for g in groups[2:] if g["params"]]
         if lr is not None:
             for g in groups:
                 g["lr"] = lr * g["lr_mult"]

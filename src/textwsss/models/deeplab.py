@@ -40,7 +40,7 @@ class DeepLabV3Plus(nn.Module):
         self.num_classes = num_classes
         self.spec = {"type": "deeplab", "backbone": backbone.name, "pretrained": "none",
                      "output_stride": backbone.output_stride, "freeze_stem": backbone.freeze_stem,
-                     "num_classes": num_classes, "aspp_channels": aspp_channels,
+                     "dilate": backbone.dilate, "num_classes": num_classes, "aspp_channels": aspp_channels,
                      "decoder_channels": decoder_channels}
 
     def forward(self, images: Tensor) -> Tensor:

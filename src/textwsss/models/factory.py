@@ -6,36 +6,37 @@ from torch import nn
 
 from .backbones import build_backbone
 from .cam_net import CAMNet
-from .cris import CRIS, create_clip
 from .deeplab import DeepLabV3Plus
 
 MODEL_TYPES = ("cam_net", "deeplab", "cris")
 
 
 def build_cam_net(backbone: str = "efficientnet_lite0", pretrained: str = "imagenet", output_stride: int = 16,
-                  num_classes: int = 20, freeze_stem: bool = True) -> CAMNet:
-    """CLIMS CAM network. freeze_stem (default on, as CLIMS): first conv + BN frozen."""
-    return CAMNet(build_backbone(backbone, pretrained, output_stride, freeze_stem), num_classes)
+                  num_classes: int = 20, freeze_stem: bool = True, dilate: bool = True) -> CAMNet:
+    """CLIMS CAM network. freeze_stem (default on, as CLIMS): first conv + BN frozen; dilate: see build_backbone."""
+    return CAMNet(build_backbone(backbone, pretrained, output_stride, freeze_stem, dilate), num_classes)
 
 
 def build_deeplab(backbone: str = "efficientnet_lite0", pretrained: str = "imagenet", output_stride: int = 16,
                   num_classes: int = 21, freeze_stem: bool = False, aspp_channels: int = 256,
-                  decoder_channels: int = 256) -> DeepLabV3Plus:
+                  decoder_channels: int = 256, dilate: bool = True) -> DeepLabV3Plus:
     """DeepLab v3+ with 21 outputs (background + 20 VOC classes) by default. The decoder at stride 4 dominates
     the cost on a CPU; narrower aspp/decoder channels make a CPU-sized model (the paper width is 256)."""
-    return DeepLabV3Plus(build_backbone(backbone, pretrained, output_stride, freeze_stem), num_classes,
+    return DeepLabV3Plus(build_backbone(backbone, pretrained, output_stride, freeze_stem, dilate), num_classes,
                          aspp_channels=aspp_channels, decoder_channels=decoder_channels)
 
 
 def build_cris(arch: str = "RN50", pretrained: str | None = "openai", prompt: str = "a photo of a {}.",
                decoder_layers: int = 3, heads: int = 8, ffn_dim: int = 2048, bg_threshold: float = 0.35,
-               dim: int = 512, kernel_size: int = 3, dropout: float = 0.1, quick_gelu: bool | None = None) -> CRIS:
+               dim: int = 512, kernel_size: int = 3, dropout: float = 0.1, quick_gelu: bool | None = None):
     """CRIS on open_clip `arch` (ModifiedResNet towers: RN50, RN101, ...; 'tiny-rn' for tests).
 
     pretrained: cached open_clip tag, local checkpoint path, or 'none'. dim: neck/decoder width (CRIS: 512);
     the pixel embedding has dim/2 channels and the dynamic kernel is kernel_size^2. quick_gelu: force
     QuickGELU (None: as the pretrained tag says; rebuilding from a spec passes the stored value).
     """
+    from .cris import CRIS, create_clip  # open_clip is only imported by those who need it
+
     if arch.startswith("tiny-"):
         from textwsss.guide.tiny import register_tiny_configs
 

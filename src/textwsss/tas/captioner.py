@@ -11,8 +11,8 @@
   words is a phrase, shortened to its last `max_words` words (English noun phrases end in their
   head noun). "a man riding a brown horse on the beach" -> ['man', 'brown horse', 'beach'].
 - `is_synonym(phrase, target)`: WordNet path similarity >= 0.5 between the phrases' head nouns
-  when nltk and its wordnet data are installed; otherwise the small table `SYNONYMS` (VOC class
-  -> common words for it). Either way a phrase whose head noun equals the target's (or its plural)
+  when nltk and its wordnet data are installed; otherwise the small table `SYNONYMS` (a class word,
+  as prompts spell it -> common words for it). Either way a phrase whose head noun equals the target's (or its plural)
   is a synonym.
 """
 from __future__ import annotations
@@ -22,8 +22,6 @@ import re
 from typing import Protocol
 
 import numpy as np
-
-from textwsss.voc import CLASS_NAMES, readable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +37,8 @@ sits sit stands stand lies lie looks look holds hold rides ride shows show seen
 very two three four several many one few lot lots of group pair view picture image photo close
 """.split())
 
-#: Offline synonym table (used when nltk/wordnet is not available): words that refer to the class.
+#: Offline synonym table (used when nltk/wordnet is not available): words that refer to a class, keyed by the
+#: class word as prompts spell it. Classes missing here only match their own word.
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "aeroplane": ("airplane", "plane", "jet", "aircraft", "airliner"),
     "bicycle": ("bike", "cycle"),
@@ -51,20 +50,19 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "cat": ("kitten", "kitty"),
     "chair": ("seat", "stool", "armchair"),
     "cow": ("cattle", "bull", "calf", "ox"),
-    "diningtable": ("table", "desk"),
+    "dining table": ("table", "desk"),
     "dog": ("puppy", "pup", "doggy"),
     "horse": ("pony", "foal", "stallion"),
     "motorbike": ("motorcycle", "scooter", "moped"),
     "person": ("man", "men", "woman", "women", "people", "boy", "girl", "child", "children", "kid",
                "kids", "baby", "guy", "lady", "player", "rider", "persons", "adult"),
-    "pottedplant": ("plant", "flower", "flowers", "pot"),
+    "potted plant": ("plant", "flower", "flowers", "pot"),
     "sheep": ("lamb", "ram"),
     "sofa": ("couch", "settee"),
     "train": ("locomotive", "railway", "tram"),
-    "tvmonitor": ("tv", "television", "monitor", "screen", "computer", "display"),
+    "tv monitor": ("tv", "television", "monitor", "screen", "computer", "display"),
 }
-_CLASS_BY_WORD = {**{n: n for n in CLASS_NAMES}, **{readable(n): n for n in CLASS_NAMES},
-                  "tv monitor": "tvmonitor", "potted plant": "pottedplant", "dining table": "diningtable"}
+_CLASS_BY_WORD = {word: word for word in SYNONYMS}
 
 
 class Captioner(Protocol):
@@ -119,13 +117,13 @@ def is_synonym(phrase: str, target: str, wordnet_threshold: float = 0.5) -> bool
     if t_cls is not None and t_cls == p_cls:
         return True
     for cls, other in ((t_cls, phrase), (p_cls, target)):
-        if cls is not None and {other.lower(), _head(other), _singular(_head(other))} & set(SYNONYMS[cls]):
+        if cls is not None and {other.lower(), _head(other), _singular(_head(other))} & set(SYNONYMS.get(cls, ())):
             return True
     return False
 
 
 def _class_of(text: str) -> str | None:
-    """The VOC class a phrase names directly (whole phrase or its head noun), else None."""
+    """The SYNONYMS class word a phrase names directly (whole phrase or its head noun), else None."""
     text = text.lower().strip()
     return _CLASS_BY_WORD.get(text) or _CLASS_BY_WORD.get(_singular(_head(text)))
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import label as connected_components
 
+from textwsss.data.classes import ClassList
 from textwsss.io import atomic_path
-from textwsss.voc import CLASS_NAMES, NUM_CLASSES, mask_path, read_mask, readable
 
 KINDS = ("plain", "directional")
 DEFAULT_MIN_AREA = 800  # px, as TAS's min mask region at VOC's full resolution
@@ -32,19 +32,20 @@ DEFAULT_MIN_AREA = 800  # px, as TAS's min mask region at VOC's full resolution
 
 @dataclass(frozen=True)
 class Expression:
-    """One referring expression: image id, text, kind, 0-based class index and its target."""
+    """One referring expression: image id, text, kind, 0-based class index and name, and its target."""
 
     id: str
     text: str
     kind: str
     class_index: int
+    class_name: str
     bbox: tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive
     area: int
     mask: np.ndarray = field(repr=False, compare=False)  # (H,W) bool target component
 
     def to_record(self) -> dict:
         return {"id": self.id, "text": self.text, "kind": self.kind,
-                "class": CLASS_NAMES[self.class_index], "bbox": list(self.bbox), "area": self.area}
+                "class": self.class_name, "bbox": list(self.bbox), "area": self.area}
 
 
 def _article(noun: str) -> str:
@@ -77,47 +78,44 @@ def separated_extremes(bboxes: Sequence[tuple[int, int, int, int]]) -> dict[str,
 _PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
 
 
-def expressions_of_mask(image_id: str, mask: np.ndarray, min_area: int = DEFAULT_MIN_AREA) -> list[Expression]:
-    """Expressions for one ground-truth label map (H,W) uint8 with 0..20 and 255."""
+def expressions_of_mask(image_id: str, mask: np.ndarray, classes: ClassList,
+                        min_area: int = DEFAULT_MIN_AREA) -> list[Expression]:
+    """Expressions for one ground-truth label map (H,W) uint8 with 0..K and 255; the noun is the class's prompt
+    name."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask of '{image_id}': expected a (H,W) label map, got shape {mask.shape}")
     if min_area < 1:
         raise ValueError(f"min_area: expected >= 1 pixel, got {min_area}")
     out: list[Expression] = []
-    for k in range(NUM_CLASSES):
+    for k in range(classes.num_classes):
         class_mask = mask == k + 1
         if not class_mask.any():
             continue
         comps = connected_components(class_mask, connectivity=2)
         parts = [comps == c for c in range(1, int(comps.max()) + 1)]
         parts = [p for p in parts if int(p.sum()) >= min_area]
-        noun = readable(CLASS_NAMES[k])
+        noun, name = classes.prompts[k], classes.names[k]
         if len(parts) == 1:
             p = parts[0]
-            out.append(Expression(image_id, f"{_article(noun)} {noun}", "plain", k, _bbox(p), int(p.sum()), p))
+            out.append(Expression(image_id, f"{_article(noun)} {noun}", "plain", k, name, _bbox(p), int(p.sum()), p))
             continue
         bboxes = [_bbox(p) for p in parts]
         extremes = separated_extremes(bboxes)
         for direction in ("left", "right", "top", "bottom"):
             if direction in extremes:
                 i = extremes[direction]
-                out.append(Expression(image_id, f"the {noun} {_PHRASE[direction]}", "directional", k,
+                out.append(Expression(image_id, f"the {noun} {_PHRASE[direction]}", "directional", k, name,
                                       bboxes[i], int(parts[i].sum()), parts[i]))
     return out
 
 
-def build_expressions(root: str | Path, ids: Sequence[str], min_area: int = DEFAULT_MIN_AREA) -> list[Expression]:
-    """Expressions of every id's ground truth under `root` (VOC layout), in a deterministic order.
-
-    min_area: components smaller than this many pixels are ignored (default 800).
-    """
+def build_expressions(data, ids: Sequence[str], min_area: int = DEFAULT_MIN_AREA) -> list[Expression]:
+    """Expressions of the masks of `ids` in a PreparedDataset (ids without a mask give none), in a deterministic
+    order. min_area: components smaller than this many pixels are ignored (default 800)."""
     out: list[Expression] = []
-    for image_id in ids:
-        path = mask_path(Path(root), image_id)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: ground-truth mask of '{image_id}' not found")
-        out.extend(expressions_of_mask(image_id, read_mask(path), min_area))
+    for image_id in data.with_masks(ids):
+        out.extend(expressions_of_mask(image_id, data.read_mask(image_id), data.classes, min_area))
     return out
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from textwsss.tas.captioner import Captioner, is_synonym, noun_phrases
+from textwsss.tas.nouns import target_noun
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,6 @@ def vocabulary_negatives(image: np.ndarray, matcher, vocabulary: Sequence[str], 
 def caption_negatives(caption: str, target: str, vocabulary: Sequence[str] | None = None) -> list[str]:
     """T_n with a captioner: noun phrases of the whole-image caption minus synonyms of the target.
     With a `vocabulary` (closed-vocabulary matcher) each phrase is reduced to its vocabulary noun."""
-    from textwsss.tas.pipeline import target_noun
-
     out = []
     for phrase in noun_phrases(caption):
         if is_synonym(phrase, target):

@@ -5,13 +5,13 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .train import StepFn
+from .loop import StepFn
 
 
 def clims_step(matcher, class_concepts: Sequence[str], background_concepts, *, alpha: float, beta: float,
                gamma: float, delta: float, cbs_threshold: float, class_weights: torch.Tensor | None,
-               max_images_per_call: int = 0) -> StepFn:
-    from .losses.clims import clims_loss
+               max_images_per_call: int = 0, reduction: str = "official", input_mode: str = "clip") -> StepFn:
+    from ..losses.clims import clims_loss
 
     def step(model, batch, device):
         images, labels = (t.to(device, non_blocking=True) for t in batch)
@@ -19,12 +19,12 @@ def clims_step(matcher, class_concepts: Sequence[str], background_concepts, *, a
         return clims_loss(maps, images, labels, matcher, class_concepts, background_concepts, alpha=alpha,
                           beta=beta, gamma=gamma, delta=delta, cbs_threshold=cbs_threshold,
                           class_weights=None if class_weights is None else class_weights.to(device),
-                          max_images_per_call=max_images_per_call)
+                          max_images_per_call=max_images_per_call, reduction=reduction, input_mode=input_mode)
     return step
 
 
 def bce_step() -> StepFn:
-    from .losses.clims import bce_loss
+    from ..losses.clims import bce_loss
 
     def step(model, batch, device):
         images, labels = (t.to(device, non_blocking=True) for t in batch)
@@ -33,7 +33,7 @@ def bce_step() -> StepFn:
 
 
 def deeplab_step() -> StepFn:
-    from .losses.segmentation import cross_entropy
+    from ..losses.segmentation import cross_entropy
 
     def step(model, batch, device):
         images, target = (t.to(device, non_blocking=True) for t in batch)
@@ -45,7 +45,7 @@ def deeplab_step() -> StepFn:
 def pick_cris_targets(targets: torch.Tensor, num_classes: int) -> tuple[list[int], torch.Tensor]:
     """One (class, binary mask) sample per image, drawn with torch's RNG among its `cris_samples` (one per
     present class); an image without objects gets a random absent class and an all-background target."""
-    from .losses.segmentation import IGNORE, cris_samples
+    from ..losses.segmentation import IGNORE, cris_samples
 
     classes, masks = [], []
     for t in targets:
@@ -62,7 +62,7 @@ def pick_cris_targets(targets: torch.Tensor, num_classes: int) -> tuple[list[int
 
 
 def cris_step(class_concepts: Sequence[str]) -> StepFn:
-    from .losses.segmentation import text_to_pixel_loss
+    from ..losses.segmentation import text_to_pixel_loss
 
     def step(model, batch, device):
         images, targets = batch

@@ -1,8 +1,9 @@
-"""Pseudo-labels from CAMs: dense-CRF refinement with ignore regions (METHODS.md section 3).
+"""pseudo_labels: dense-CRF refinement of the CAMs into label PNGs with ignore regions (METHODS.md section 3),
+and their mIoU on the train images that have masks.
 
 CAM files (written by make_cam): <cam_dir>/<id>.npz with `cams` float (C, H, W) in [0, 1] at image
-resolution and `keys` int64 (C,), 0-based indices into CLASS_NAMES. Output: <out_dir>/<id>.png, VOC
-palette PNGs with labels 0..20 and 255 (ignored when training).
+resolution and `keys` int64 (C,), 0-based class indices. Output: <out_dir>/<id>.png, palette PNGs with
+labels 0..K and 255 (ignored when training).
 
 Modes:
 - 'irn'  (IRN / CLIMS): two label maps, background score = fg_threshold (fg confident) and = bg_threshold
@@ -11,6 +12,9 @@ Modes:
 - 'prob' (CLIP-ES): background = (1 - max_k CAM_k) ** prob_alpha, probabilities refined by crf_from_probs,
   pixels whose refined probability is below `confidence` are 255.
 - 'none' (ablation): argmax over [threshold, CAMs], no CRF, no ignore region.
+
+The images are spread over a pool of processes; every file depends only on its own inputs, so the output is
+byte-identical for any number of workers, and an interrupted run resumes where it stopped (resumable.py).
 """
 from __future__ import annotations
 
@@ -24,10 +28,15 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .crf import CRFParams, crf_from_labels, crf_from_probs
-from .io import save_label_png
-from .metrics import ConfusionMatrix
-from .voc import IGNORE, LABEL_NAMES, NUM_CLASSES, image_path, mask_path, read_image, read_mask
+from ..cam import cam_path, load_cam
+from ..crf import CRFParams, crf_from_labels, crf_from_probs
+from ..data.classes import IGNORE
+from ..data.images import read_image, read_mask
+from ..data.prepared import PreparedDataset
+from ..io import save_label_png, write_json
+from ..metrics import ConfusionMatrix
+from .resumable import ResumableFolder, stamp_of
+from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +46,16 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
                "VECLIB_MAXIMUM_THREADS")
 
 
-def _check_cams(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_cams(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, image_id: str,
+                num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
     cams = np.asarray(cams)
     keys = np.asarray(keys).reshape(-1).astype(np.int64)
     if cams.ndim != 3:
         raise ValueError(f"{image_id}: cams must be (C, H, W), got shape {cams.shape}")
     if keys.shape[0] != cams.shape[0]:
         raise ValueError(f"{image_id}: {keys.shape[0]} keys for {cams.shape[0]} CAMs")
-    if keys.size and (keys.min() < 0 or keys.max() >= NUM_CLASSES):
-        raise ValueError(f"{image_id}: keys must be class indices 0..{NUM_CLASSES - 1}, got {keys.tolist()}")
+    if keys.size and (keys.min() < 0 or (num_classes is not None and keys.max() >= num_classes)):
+        raise ValueError(f"{image_id}: keys must be class indices 0..{(num_classes or 1) - 1}, got {keys.tolist()}")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"{image_id}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
@@ -64,26 +74,26 @@ def _argmax_with_background(cams: np.ndarray, background: float) -> np.ndarray:
 def pseudo_label(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, mode: str = "irn", *,
                  fg_threshold: float = 0.30, bg_threshold: float = 0.05, threshold: float = 0.15,
                  prob_alpha: float = 1.0, confidence: float = 0.95, crf: CRFParams = CRFParams(),
-                 gt_prob: float = 0.7, image_id: str = "<image>") -> np.ndarray:
-    """One pseudo-label map (H, W) uint8 of VOC labels (keys + 1, background 0) and 255 (ignore).
+                 gt_prob: float = 0.7, image_id: str = "<image>", num_classes: int | None = None) -> np.ndarray:
+    """One pseudo-label map (H, W) uint8 of labels (keys + 1, background 0) and 255 (ignore).
 
     image: the original RGB image uint8 (H, W, 3); cams: (C, H, W) in [0, 1]; keys: (C,) class indices.
     fg_threshold / bg_threshold: mode 'irn' background scores of the fg-confident / bg-confident maps.
     threshold: mode 'none' background score. gt_prob: mode 'irn' label-unary confidence.
     prob_alpha: mode 'prob' exponent of the background (1 - max CAM) ** alpha (CLIP-ES default 1).
     confidence: mode 'prob' minimum refined probability to keep a pixel. crf: kernel settings.
-    image_id: named in error messages.
+    image_id: named in error messages; num_classes: when given, keys must lie below it.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    cams, keys = _check_cams(image, cams, keys, image_id)
-    to_voc = np.concatenate([[0], keys + 1]).astype(np.uint8)  # local index -> VOC label
-    n_labels = len(to_voc)
+    cams, keys = _check_cams(image, cams, keys, image_id, num_classes)
+    to_label = np.concatenate([[0], keys + 1]).astype(np.uint8)  # local index -> dataset label
+    n_labels = len(to_label)
     if mode == "none":
-        return to_voc[_argmax_with_background(cams, threshold)]
+        return to_label[_argmax_with_background(cams, threshold)]
     if mode == "irn":
-        fg_conf = to_voc[crf_from_labels(image, _argmax_with_background(cams, fg_threshold), n_labels, crf, gt_prob)]
-        bg_conf = to_voc[crf_from_labels(image, _argmax_with_background(cams, bg_threshold), n_labels, crf, gt_prob)]
+        fg_conf = to_label[crf_from_labels(image, _argmax_with_background(cams, fg_threshold), n_labels, crf, gt_prob)]
+        bg_conf = to_label[crf_from_labels(image, _argmax_with_background(cams, bg_threshold), n_labels, crf, gt_prob)]
         out = np.where(fg_conf > 0, fg_conf, IGNORE).astype(np.uint8)
         out[(fg_conf == 0) & (bg_conf == 0)] = 0
         return out
@@ -93,31 +103,17 @@ def pseudo_label(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, mode: st
     probs = np.concatenate([((1.0 - peak) ** prob_alpha)[None], cams], 0)
     probs /= np.maximum(probs.sum(0, keepdims=True), 1e-12)
     refined = crf_from_probs(image, probs, crf)
-    out = to_voc[refined.argmax(0)]
+    out = to_label[refined.argmax(0)]
     out[refined.max(0) < confidence] = IGNORE
     return out
 
 
-def cam_path(cam_dir: Path, image_id: str) -> Path:
-    return Path(cam_dir) / f"{image_id}.npz"
-
-
-def load_cams(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(cams, keys) of one CAM file; ValueError naming the file if an array is missing."""
-    with np.load(path) as data:
-        missing = [k for k in ("cams", "keys") if k not in data.files]
-        if missing:
-            raise ValueError(f"{path}: missing arrays {missing} (has {data.files})")
-        return data["cams"], data["keys"]
-
-
 def _label_one(task: tuple) -> str:
     """Worker body: reads its own image and CAM file, writes the PNG, returns only the id."""
-    root, image_id, cam_dir, out_dir, mode, kwargs = task
-    image = read_image(image_path(root, image_id))
-    cams, keys = load_cams(cam_path(cam_dir, image_id))
-    labels = pseudo_label(image, cams, keys, mode, image_id=image_id, **kwargs)
-    save_label_png(Path(out_dir) / f"{image_id}.png", labels)
+    image_file, image_id, cam_file, out_file, mode, kwargs = task
+    cams, keys = load_cam(cam_file)
+    labels = pseudo_label(read_image(image_file), cams, keys, mode, image_id=image_id, **kwargs)
+    save_label_png(out_file, labels)
     return image_id
 
 
@@ -136,14 +132,14 @@ def _single_threaded_children() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def generate_pseudo_labels(root: Path, ids: Sequence[str], cam_dir: Path, out_dir: Path, *, workers: int = 0,
-                           mode: str = "irn", fg_threshold: float = 0.30, bg_threshold: float = 0.05,
-                           threshold: float = 0.15, prob_alpha: float = 1.0, confidence: float = 0.95,
-                           crf: CRFParams = CRFParams(), gt_prob: float = 0.7) -> None:
-    """Writes <out_dir>/<id>.png for every id (see pseudo_label for the knobs).
+def generate_pseudo_labels(data: PreparedDataset, ids: Sequence[str], cam_dir: Path, out: ResumableFolder | Path,
+                           *, workers: int = 0, mode: str = "irn", fg_threshold: float = 0.30,
+                           bg_threshold: float = 0.05, threshold: float = 0.15, prob_alpha: float = 1.0,
+                           confidence: float = 0.95, crf: CRFParams = CRFParams(), gt_prob: float = 0.7) -> int:
+    """Writes the pseudo-label PNG of every id the folder lacks (see pseudo_label for the knobs); returns how
+    many it wrote. `out`: a ResumableFolder, or a plain folder (every file rewritten).
 
     workers: 0 = one process per core (os.cpu_count()); 1 = serial in this process; > 1 = a spawn Pool.
-    Every file depends only on its own inputs, so the output is byte-identical for any number of workers.
     Pydensecrf runs single-threaded; workers are started with OMP/BLAS thread counts of 1 so they do
     not oversubscribe the cores.
     """
@@ -151,50 +147,53 @@ def generate_pseudo_labels(root: Path, ids: Sequence[str], cam_dir: Path, out_di
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0: one per core), got {workers}")
-    root, cam_dir, out_dir = Path(root), Path(cam_dir), Path(out_dir)
+    if not isinstance(out, ResumableFolder):
+        out = ResumableFolder(Path(out), {}, ".png")
+    cam_dir = Path(cam_dir)
     ids = list(ids)
     missing_cams = [i for i in ids if not cam_path(cam_dir, i).is_file()]
     if missing_cams:
-        raise FileNotFoundError(f"{cam_dir}: no CAM file for {len(missing_cams)} ids: {', '.join(missing_cams)}")
-    missing_images = [i for i in ids if not image_path(root, i).is_file()]
-    if missing_images:
-        raise FileNotFoundError(f"{root / 'JPEGImages'}: no image for {len(missing_images)} ids: "
-                                f"{', '.join(missing_images)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+        raise FileNotFoundError(f"{cam_dir}: no CAM file for {len(missing_cams)} ids: {', '.join(missing_cams[:20])}")
     kwargs = dict(fg_threshold=fg_threshold, bg_threshold=bg_threshold, threshold=threshold, prob_alpha=prob_alpha,
-                  confidence=confidence, crf=crf, gt_prob=gt_prob)
-    tasks = [(root, i, cam_dir, out_dir, mode, kwargs) for i in ids]
-    workers = min(workers or os.cpu_count() or 1, max(len(ids), 1))
-    log.info("pseudo-labels (%s) for %d images with %d worker(s) -> %s", mode, len(ids), workers, out_dir)
-    progress = dict(total=len(tasks), desc=f"pseudo-labels ({mode})", unit="img")
+                  confidence=confidence, crf=crf, gt_prob=gt_prob, num_classes=data.classes.num_classes)
+    todo = [i for i in ids if not out.done(i)]
+    tasks = [(data.image_path(i), i, cam_path(cam_dir, i), out.path(i), mode, kwargs) for i in todo]
+    workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
+    log.info("pseudo-labels (%s) for %d images (%d already written) with %d worker(s) -> %s", mode, len(ids),
+             len(ids) - len(todo), workers, out.folder)
+    progress = dict(total=len(ids), initial=len(ids) - len(todo), desc=f"pseudo-labels ({mode})", unit="img",
+                    disable=None)
     if workers <= 1:
         for task in tqdm(tasks, **progress):
             _label_one(task)
-        return
+        return len(tasks)
     # spawn: safe when the parent holds torch/OpenMP threads, and the same on every platform
     with _single_threaded_children(), multiprocessing.get_context("spawn").Pool(workers) as pool:
         for _ in tqdm(pool.imap_unordered(_label_one, tasks, chunksize=1), **progress):
             pass
+    return len(tasks)
 
 
-def score_pseudo_labels(root: Path, ids: Sequence[str], label_dir: Path) -> dict:
-    """Scores pseudo-labels against the ground-truth masks.
+def score_pseudo_labels(data: PreparedDataset, ids: Sequence[str], label_dir: Path) -> dict:
+    """Scores pseudo-labels against the masks of `ids`.
 
-    Returns {"miou" (percent over the 21 labels, labels absent from both prediction and gt excluded),
-    "ignore_ratio" (fraction of pixels with valid gt that the pseudo-label marks 255), "per_class" (IoU in
-    percent by LABEL_NAMES, None when absent), "pixel_acc", "absent", "n_images"}. Pixels the pseudo-label
-    ignores are left out of the IoU (they are not used in training either).
+    Returns {"miou" (percent over the labels, labels absent from both prediction and mask excluded; None without
+    ids), "ignore_ratio" (fraction of pixels with a valid mask label that the pseudo-label marks 255),
+    "per_class" (IoU in percent by label name, None when absent), "pixel_acc", "absent", "n_images"}. Pixels the
+    pseudo-label ignores are left out of the IoU (they are not used in training either).
     """
-    root, label_dir = Path(root), Path(label_dir)
+    label_dir = Path(label_dir)
     ids = list(ids)
     missing = [i for i in ids if not (label_dir / f"{i}.png").is_file()]
     if missing:
-        raise FileNotFoundError(f"{label_dir}: no pseudo-label PNG for {len(missing)} ids: {', '.join(missing)}")
-    matrix = ConfusionMatrix(len(LABEL_NAMES), LABEL_NAMES)
+        raise FileNotFoundError(f"{label_dir}: no pseudo-label PNG for {len(missing)} ids: {', '.join(missing[:20])}")
+    if not ids:
+        return {"miou": None, "ignore_ratio": None, "per_class": {}, "pixel_acc": None, "absent": [], "n_images": 0}
+    matrix = ConfusionMatrix(data.classes.label_names)
     ignored = valid = 0
-    for image_id in tqdm(ids, desc="score pseudo-labels", unit="img"):
+    for image_id in tqdm(ids, desc="score pseudo-labels", unit="img", disable=None):
         pred = read_mask(label_dir / f"{image_id}.png")
-        gt = read_mask(mask_path(root, image_id))
+        gt = data.read_mask(image_id)
         if pred.shape != gt.shape:
             raise ValueError(f"{image_id}: pseudo-label size {pred.shape} differs from ground truth {gt.shape}")
         scored = gt != IGNORE
@@ -207,6 +206,30 @@ def score_pseudo_labels(root: Path, ids: Sequence[str], label_dir: Path) -> dict
             "n_images": len(ids)}
 
 
+def run(params, ws: Workspace) -> None:
+    p = params.pseudo_labels
+    data = ws.dataset(params)
+    ids = data.ids("train")
+    knobs = p.model_dump(exclude={"workers"})
+    stamp = stamp_of({"pseudo_labels": knobs}, [ws.prepared / "dataset.json"])
+    stamp["inputs"]["cams"] = (ws.cams / ".stamp.json").read_text() if (ws.cams / ".stamp.json").is_file() else ""
+    out = ResumableFolder(ws.pseudo_labels, stamp, ".png")
+    out.open()
+    generate_pseudo_labels(data, ids, ws.cams, out, workers=p.workers, mode=p.mode, fg_threshold=p.fg_threshold,
+                           bg_threshold=p.bg_threshold, threshold=p.threshold, prob_alpha=p.prob_alpha,
+                           confidence=p.confidence, gt_prob=p.gt_prob, crf=p.crf)
+    out.finish(ids)
+    scored = data.ids("score")
+    scores = score_pseudo_labels(data, scored, ws.pseudo_labels)
+    scores["note"] = data.describe_scoring("train", scored)
+    write_json(ws.metrics / "pseudo_labels.json", scores)
+    if scores["miou"] is None:
+        log.warning("pseudo-labels not scored: none of the train images has a mask; they were written all the same")
+    else:
+        log.info("pseudo-label mIoU %.2f, ignored %.1f%% of pixels (%s)", scores["miou"],
+                 100 * scores["ignore_ratio"], scores["note"])
+
+
 def cams_from_mask(mask: np.ndarray, *, downscale: int = 8, blur_sigma: float = 4.0, shift: tuple[int, int] = (3, 3),
                    dtype=np.float16) -> tuple[np.ndarray, np.ndarray]:
     """CAM-like maps from a ground-truth mask, degraded like real CAMs (for tests and the benchmark).
@@ -217,15 +240,13 @@ def cams_from_mask(mask: np.ndarray, *, downscale: int = 8, blur_sigma: float = 
     """
     from scipy import ndimage
 
-    from .voc import labels_of_mask
-
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
     if downscale < 1:
         raise ValueError(f"downscale must be >= 1, got {downscale}")
     h, w = mask.shape
-    keys = np.asarray(labels_of_mask(mask), dtype=np.int64)
+    keys = np.asarray([int(v) - 1 for v in np.unique(mask) if 0 < v < IGNORE], dtype=np.int64)
     cams = np.zeros((len(keys), h, w), dtype=np.float32)
     for c, k in enumerate(keys):
         onehot = (mask == k + 1).astype(np.float32)

@@ -2,43 +2,19 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from textwsss.tas.captioner import SYNONYMS, Captioner
+from textwsss.tas.captioner import Captioner
+from textwsss.tas.nouns import target_noun
 from textwsss.tas.proposals import MaskProposer
 from textwsss.tas.rectifier import direction_of, rectify
-from textwsss.tas.scoring import CropFeatures, accepts_free_text, encode_crops, caption_negatives, score_masks, vocabulary_negatives
-from textwsss.voc import CLASS_NAMES, readable
+from textwsss.tas.scoring import (CropFeatures, accepts_free_text, caption_negatives, encode_crops, score_masks,
+                                  vocabulary_negatives)
 
 log = logging.getLogger(__name__)
-
-
-def _spellings(concept: str) -> set[str]:
-    spelled = {concept.lower(), readable(concept).lower()}
-    return spelled | {s + "s" for s in spelled} | {s + "es" for s in spelled}
-
-
-def target_noun(expression: str, vocabulary: Sequence[str]) -> str:
-    """The vocabulary entry the expression names: the longest entry (in VOC or readable spelling,
-    singular or plural) contained in it as whole words; failing that, a VOC class in the vocabulary
-    whose synonym (captioner.SYNONYMS, e.g. 'man' -> person) occurs. ValueError if none."""
-    text = " " + " ".join(re.findall(r"[a-z]+", expression.lower())) + " "
-    best, best_len = None, 0
-    for concept in vocabulary:
-        for spelling in _spellings(concept):
-            if f" {spelling} " in text and len(spelling) > best_len:
-                best, best_len = concept, len(spelling)
-    if best is not None:
-        return best
-    for concept in vocabulary:
-        cls = concept if concept in CLASS_NAMES else next((c for c in CLASS_NAMES if readable(c) == concept), None)
-        if cls is not None and any(f" {w} " in text for w in SYNONYMS[cls]):
-            return concept
-    raise ValueError(f"expression {expression!r}: names none of the vocabulary concepts {list(vocabulary)}")
 
 
 def _known(matcher, concepts: Sequence[str]) -> list[str]:

@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from .io import save_torch
-from .models.runtime import place
+from ..io import save_torch
+from ..models.runtime import place
 
 log = logging.getLogger(__name__)
 StepFn = Callable[[torch.nn.Module, tuple, torch.device], dict]
@@ -42,7 +42,10 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd | adam
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    schedule: str = "poly"  # poly | step
     poly_power: float = 0.9
+    step_epochs: tuple[int, ...] = ()  # schedule step: lr x step_gamma at the start of each of these epochs
+    step_gamma: float = 0.1
     amp: bool = True
     seed: int = 0
     device: str = "cpu"
@@ -51,6 +54,17 @@ class TrainConfig:
     live_dir: Path | None = None  # dvclive folder
     fingerprint: str = ""  # identifies params + data: a checkpoint of another run is never resumed
     grad_clip: float = 0.0  # max global gradient norm (0: no clipping)
+
+
+def train_config(section, *, seed: int, device: str, workers: int, checkpoint: Path, live_dir: Path,
+                 fingerprint: str) -> TrainConfig:
+    """The TrainConfig of a params training section (params.TrainCommon) and the run's paths."""
+    return TrainConfig(
+        epochs=section.epochs, batch_size=section.batch_size, lr=section.lr, optimizer=section.optimizer,
+        momentum=section.momentum, weight_decay=section.weight_decay, schedule=section.schedule,
+        poly_power=section.poly_power, step_epochs=tuple(section.step_epochs), step_gamma=section.step_gamma,
+        amp=section.amp, grad_clip=section.grad_clip, seed=seed, device=device, workers=workers,
+        checkpoint=checkpoint, live_dir=live_dir, fingerprint=fingerprint)
 
 
 def seed_everything(seed: int) -> None:
@@ -111,6 +125,18 @@ def poly_schedule(optimizer, total_steps: int, power: float) -> torch.optim.lr_s
         optimizer, lambda step: max(0.0, 1 - step / max(1, total_steps)) ** power)
 
 
+def lr_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """poly: lr x (1 - step / steps)^poly_power (DeepLab, IRN, CLIMS); step: lr x step_gamma^(milestones passed),
+    a milestone being the first step of an epoch in step_epochs, counted from 1 (CRIS: epoch 35 of 50)."""
+    if cfg.schedule == "poly":
+        return poly_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
+    if cfg.schedule == "step":
+        starts = [(e - 1) * steps_per_epoch for e in cfg.step_epochs]
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: cfg.step_gamma ** sum(step >= s for s in starts))
+    raise ValueError(f"schedule: expected 'poly' or 'step', got {cfg.schedule!r}")
+
+
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -138,7 +164,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
     per_rank = math.ceil(len(dataset) / env.world)  # DistributedSampler pads every rank to this many samples
     drop_last = per_rank >= cfg.batch_size
     steps_per_epoch = (per_rank // cfg.batch_size if drop_last else math.ceil(per_rank / cfg.batch_size)) or 1
-    scheduler = poly_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
+    scheduler = lr_schedule(optimizer, cfg, steps_per_epoch)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 

@@ -1,0 +1,96 @@
+"""make_cam: multi-scale + flip CAMs of every train image from the trained CAM network, one compact file each.
+
+Images of equal working size are batched (one forward pass per scale, flips in the same pass); the batches are
+fixed by the id list alone, so each file's bytes do not depend on how the work was split or resumed. The stage
+streams: it holds one batch at a time, whatever the number of images. Under torchrun (make_cam.nproc_per_node
+> 1, or `torchrun --nproc_per_node N stages/make_cam.py`) each process takes every N-th batch. An interrupted run
+resumes where it stopped (pipeline/resumable.py).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..cam import group_by_size, multiscale_cams, save_cam
+from ..data.images import image_size, working_size
+from ..data.prepared import PreparedDataset
+from ..data.transforms import to_tensor
+from ..models.checkpoints import load_model
+from ..models.runtime import for_inference, image_probe
+from ..params import resolve_device
+from ..training.loop import Distributed
+from .resumable import ResumableFolder, stamp_of
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def cam_batches(data: PreparedDataset, ids: Sequence[str], max_side: int,
+                batch_size: int) -> tuple[list[list[str]], dict, dict]:
+    """(batches of ids of equal working size, original sizes, working sizes), in a deterministic order."""
+    sizes = {i: image_size(data.image_path(i)) for i in ids}
+    work = {i: working_size(*sizes[i], max_side) for i in ids}
+    return group_by_size(work, batch_size), sizes, work
+
+
+def make_cams(model, data: PreparedDataset, ids: Sequence[str], out: ResumableFolder, *, scales: Sequence[float],
+              flip: bool, max_side: int, batch_size: int = 4, max_pixels: int = 0, interpolation: str = "bilinear",
+              device: str | torch.device = "cpu", rank: int = 0, world: int = 1) -> int:
+    """Writes a CAM file (cam.save_cam) for every id of this process's share that the folder lacks; returns
+    how many it wrote."""
+    model = for_inference(model, device, probe=image_probe(device))
+    batches, sizes, work = cam_batches(data, ids, max_side, batch_size)
+    mine = [b for n, b in enumerate(batches) if n % world == rank]
+    todo = [b for b in mine if not all(out.done(i) for i in b)]
+    written = 0
+    with tqdm(total=sum(map(len, mine)), initial=sum(map(len, mine)) - sum(map(len, todo)), desc="make_cam",
+              unit="img", disable=None if rank == 0 else True) as bar:
+        for batch_ids in todo:
+            images = []
+            for i in batch_ids:
+                x = to_tensor(data.read_image(i))
+                if work[i] != sizes[i]:
+                    x = F.interpolate(x[None], size=work[i], mode="bilinear", align_corners=False)[0]
+                images.append(x)
+            keys = [data.labels[i] for i in batch_ids]
+            cams = multiscale_cams(model, torch.stack(images).to(device), keys, scales, flip, max_pixels,
+                                   interpolation)
+            for i, k, cam in zip(batch_ids, keys, cams):
+                if out.done(i):
+                    continue  # written before an interruption; the batch only ran for its other images
+                if work[i] != sizes[i] and len(k):
+                    cam = F.interpolate(cam[None], size=sizes[i], mode="bilinear", align_corners=False)[0]
+                elif not len(k):
+                    cam = cam.new_zeros((0, *sizes[i]))
+                save_cam(out.path(i), cam.cpu().numpy(), k)
+                written += 1
+            bar.update(len(batch_ids))
+    return written
+
+
+def run(params, ws: Workspace) -> None:
+    p = params.make_cam
+    env = Distributed(resolve_device(params.device))
+    torch.manual_seed(params.seed)
+    data = ws.dataset(params)
+    ids = data.ids("train")
+    model_file = ws.model_dir("train_cam") / "model.pt"
+    model, _ = load_model(model_file, env.device)
+    # What the files depend on; the pixel cap and batch size only change float rounding, so they count too.
+    stamp = stamp_of({"make_cam": p.model_dump(exclude={"nproc_per_node"})}, [model_file, ws.prepared / "dataset.json"])
+    out = ResumableFolder(ws.cams, stamp, ".npz")
+    out.open(main=env.main)
+    env.barrier()
+    written = make_cams(model, data, ids, out, scales=p.scales, flip=p.flip, max_side=p.max_side,
+                        batch_size=p.batch_size, max_pixels=p.max_pixels, interpolation=p.interpolation,
+                        device=env.device, rank=env.rank,
+                        world=env.world)
+    env.barrier()
+    if env.main:
+        out.finish(ids)
+        log.info("CAMs of %d images in %s (%d computed by this process now)", len(ids), ws.cams, written)

@@ -1,0 +1,62 @@
+"""train_seg: DeepLab v3+ (or CRIS) trained on the pseudo-labels (or, as an upper bound, on the train masks).
+DeepLab trains with params train_seg, CRIS with train_cris (CRIS's own recipe)."""
+from __future__ import annotations
+
+import logging
+
+from ..data.training_sets import SegmentationDataset
+from ..models.checkpoints import save_model
+from ..models.factory import build_cris, build_deeplab
+from ..params import resolve_device
+from ..training.fingerprint import fingerprint
+from ..training.launch import is_main_process
+from ..training.loop import fit, seed_everything, train_config
+from ..training.steps import cris_step, deeplab_step
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def label_paths(params, ws: Workspace, data, ids) -> dict:
+    """The label map of every training id: its pseudo-label, or with seg.labels: gt its mask (all must have one)."""
+    if params.seg.labels == "gt":
+        missing = [i for i in ids if not data.has_mask(i)]
+        if missing:
+            raise ValueError(f"seg.labels: gt trains on the train masks, but {len(missing)} of the {len(ids)} train "
+                             f"images have none (e.g. {missing[:5]}); use seg.labels: pseudo")
+        return {i: data.mask_path(i) for i in ids}
+    return {i: ws.pseudo_labels / f"{i}.png" for i in ids}
+
+
+def run(params, ws: Workspace) -> None:
+    seg = params.seg
+    cfg = params.train_seg if seg.model == "deeplab" else params.train_cris
+    device = resolve_device(params.device)
+    seed_everything(params.seed)
+    data = ws.dataset(params)
+    classes = data.classes
+    ids = data.ids("train")
+    labels = label_paths(params, ws, data, ids)
+    dataset = SegmentationDataset(data, ids, labels, crop=cfg.crop_size, scale_range=tuple(cfg.scale_range),
+                                  flip=cfg.flip, interpolation=cfg.interpolation, pad=cfg.crop_pad)
+    if seg.model == "deeplab":
+        model = build_deeplab(backbone=seg.backbone, pretrained=seg.pretrained, output_stride=seg.output_stride,
+                              num_classes=classes.num_labels, aspp_channels=seg.aspp_channels,
+                              decoder_channels=seg.decoder_channels)
+        step = deeplab_step()
+    else:
+        c = seg.cris
+        model = build_cris(arch=c.arch, pretrained=c.pretrained, prompt=c.prompt, decoder_layers=c.decoder_layers,
+                           heads=c.heads, ffn_dim=c.ffn_dim, bg_threshold=c.bg_threshold)
+        step = cris_step(list(classes.prompts))
+    run_config = params.model_dump(include={"seed", "device", "data", "seg",
+                                            "train_seg" if seg.model == "deeplab" else "train_cris"})
+    out = ws.model_dir("train_seg")
+    train_cfg = train_config(cfg, seed=params.seed, device=device, workers=params.data.workers,
+                             checkpoint=out / "checkpoint.pt", live_dir=ws.logs("train_seg"),
+                             fingerprint=fingerprint(run_config, labels.values()))
+    fit(model, dataset, step, model.param_groups(backbone_lr_mult=cfg.backbone_lr_mult), train_cfg,
+        desc="train_seg")
+    if is_main_process():
+        save_model(out / "model.pt", model.cpu(), classes, stage="train_seg", params=run_config)
+        log.info("segmentation model written to %s", out / "model.pt")
