@@ -263,6 +263,7 @@ class SegParams(Section):
     labels: Literal["pseudo", "gt"] = "pseudo"
     backbone: BACKBONES = "efficientnet_lite0"
     pretrained: str = "imagenet"
+    init: Literal["imagenet", "cam"] = "imagenet"  # cam: DeepLab's backbone starts from train_cam's network
     output_stride: Literal[8, 16] = 16
     aspp_channels: PosInt = 256
     decoder_channels: PosInt = 256
@@ -271,6 +272,8 @@ class SegParams(Section):
 
 class TrainSegParams(TrainCommon):
     backbone_lr_mult: NonNegFloat = 0.1
+    freeze_stages: NonNegInt = 0  # the backbone's first stages (stem, then one per resolution) keep their weights
+    freeze_batchnorm: bool = False  # every backbone BatchNorm keeps its statistics and weights
 
 
 class TrainCrisParams(TrainSegParams):

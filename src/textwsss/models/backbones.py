@@ -25,14 +25,21 @@ _OUTPUT_STRIDES = (8, 16, 32)
 
 
 class Backbone(nn.Module):
-    """Common interface: forward(x) -> {'low', 'out'}; `channels`; `stem` (the frozen part when freeze_stem)."""
+    """Common interface: forward(x) -> {'low', 'out'}; `channels`; `stem` (the frozen part when freeze_stem);
+    `stages()` (the modules by resolution, for freezing the early ones while training)."""
 
     name: str
     output_stride: int
     freeze_stem: bool
     channels: dict[str, int]
+    frozen_stages: int = 0
+    frozen_batchnorm: bool = False
 
     def stem_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def stages(self) -> list[list[nn.Module]]:
+        """The modules in input order, grouped by resolution: the stem, then one group per stride level."""
         raise NotImplementedError
 
     def _apply_freeze(self) -> None:
@@ -40,11 +47,37 @@ class Backbone(nn.Module):
             for p in m.parameters():
                 p.requires_grad_(False)
 
+    def freeze(self, stages: int = 0, batchnorm: bool = False) -> "Backbone":
+        """Training-time freezing (not part of the architecture): the first `stages` groups of stages() keep
+        their weights and statistics (no gradient flows into them, which also saves their backward pass), and
+        with batchnorm=True every BatchNorm keeps its statistics and affine weights (small batches)."""
+        groups = self.stages()
+        if not 0 <= stages <= len(groups):
+            raise ValueError(f"freeze stages: expected 0..{len(groups)} for {self.name}, got {stages}")
+        self.frozen_stages, self.frozen_batchnorm = stages, batchnorm
+        for group in groups[:stages]:
+            for m in group:
+                for p in m.parameters():
+                    p.requires_grad_(False)
+        if batchnorm:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    for p in m.parameters():
+                        p.requires_grad_(False)
+        return self.train(self.training)
+
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)
         if self.freeze_stem:  # frozen stem BN keeps its ImageNet statistics (CLIMS freezes conv1/bn1)
             for m in self.stem_modules():
                 m.eval()
+        for group in self.stages()[:self.frozen_stages]:
+            for m in group:
+                m.eval()
+        if self.frozen_batchnorm:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
         return self
 
 
@@ -96,6 +129,8 @@ class EfficientNetLiteBackbone(Backbone):
         self.conv_stem, self.bn_stem, self.act = net._conv_stem, net._bn0, net._swish
         self.blocks = net._blocks
         self.drop_connect_rate = net._global_params.drop_connect_rate or 0.0
+        # where each resolution level starts, before dilation turns the last strides into 1
+        self._level_starts = [i for i, b in enumerate(self.blocks) if b._depthwise_conv.stride[0] == 2]
         self._dilate(output_stride, dilate)
         # The package converts TF's BN decay 0.99 into momentum 0.01: running statistics then trail the
         # fine-tuned weights by ~100 steps, and eval-mode outputs disagree with training (measured: a CAM
@@ -128,6 +163,11 @@ class EfficientNetLiteBackbone(Backbone):
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.conv_stem, self.bn_stem]
+
+    def stages(self) -> list[list[nn.Module]]:
+        bounds = [0, *self._level_starts, len(self.blocks)]
+        levels = [list(self.blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        return [[self.conv_stem, self.bn_stem], *levels]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.act(self.bn_stem(self.conv_stem(x)))
@@ -188,6 +228,9 @@ class ResNetBackbone(Backbone):
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.conv1, self.bn1]
+
+    def stages(self) -> list[list[nn.Module]]:
+        return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -28,6 +28,20 @@ def label_paths(params, ws: Workspace, data, ids) -> dict:
     return {i: ws.pseudo_labels / f"{i}.png" for i in ids}
 
 
+def init_backbone_from_cam(model, cam_file) -> None:
+    """DeepLab's backbone takes the weights of the trained CAM network's backbone (same architecture; the
+    dilation may differ, the weights do not): features that have already learnt these images' classes."""
+    from ..models.checkpoints import read_checkpoint
+
+    state = read_checkpoint(cam_file)
+    if state["spec"]["backbone"] != model.spec["backbone"]:
+        raise ValueError(f"seg.init: cam needs the CAM network's backbone; {cam_file} has "
+                         f"{state['spec']['backbone']}, seg.backbone is {model.spec['backbone']}")
+    weights = {k[len("backbone."):]: v for k, v in state["state_dict"].items() if k.startswith("backbone.")}
+    model.backbone.load_state_dict(weights)
+    log.info("DeepLab backbone initialised from the CAM network %s", cam_file)
+
+
 def run(params, ws: Workspace) -> None:
     seg = params.seg
     cfg = params.train_seg if seg.model == "deeplab" else params.train_cris
@@ -39,10 +53,16 @@ def run(params, ws: Workspace) -> None:
     labels = label_paths(params, ws, data, ids)
     dataset = SegmentationDataset(data, ids, labels, crop=cfg.crop_size, scale_range=tuple(cfg.scale_range),
                                   flip=cfg.flip, interpolation=cfg.interpolation, pad=cfg.crop_pad)
+    inputs = list(labels.values())
     if seg.model == "deeplab":
         model = build_deeplab(backbone=seg.backbone, pretrained=seg.pretrained, output_stride=seg.output_stride,
                               num_classes=classes.num_labels, aspp_channels=seg.aspp_channels,
                               decoder_channels=seg.decoder_channels)
+        if seg.init == "cam":
+            cam_file = ws.model_dir("train_cam") / "model.pt"
+            init_backbone_from_cam(model, cam_file)
+            inputs.append(cam_file)
+        model.backbone.freeze(cfg.freeze_stages, cfg.freeze_batchnorm)
         step = deeplab_step()
     else:
         c = seg.cris
@@ -54,7 +74,7 @@ def run(params, ws: Workspace) -> None:
     out = ws.model_dir("train_seg")
     train_cfg = train_config(cfg, seed=params.seed, device=device, workers=params.data.workers,
                              checkpoint=out / "checkpoint.pt", live_dir=ws.logs("train_seg"),
-                             fingerprint=fingerprint(run_config, labels.values()))
+                             fingerprint=fingerprint(run_config, inputs))
     fit(model, dataset, step, model.param_groups(backbone_lr_mult=cfg.backbone_lr_mult), train_cfg,
         desc="train_seg")
     if is_main_process():

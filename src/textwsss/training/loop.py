@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -168,7 +169,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    start_epoch, resumed = 0, False
+    start_epoch, resumed, seconds = 0, False, 0.0
     state = _load_checkpoint(cfg)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -189,6 +190,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
     if live is not None:
         live.step = step
     for epoch in range(start_epoch, cfg.epochs):
+        epoch_start = time.perf_counter()
         seed_everything(cfg.seed * 100_003 + epoch)
         if env.world > 1:
             sampler = DistributedSampler(dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=cfg.seed)
@@ -231,12 +233,16 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
         means = env.mean({k: v / max(n, 1) for k, v in sums.items()})
         log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
                  ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
+        seconds += time.perf_counter() - epoch_start
         if env.main and cfg.checkpoint is not None:
             save_torch(cfg.checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                                         "epoch": epoch, "rng": _rng_state(), "fingerprint": cfg.fingerprint})
         env.barrier()
     if live is not None:
+        # wall time of the epochs this process trained (a resumed run counts its own part only); kept out of the
+        # checkpoint, whose bytes must not depend on timing
+        live.summary["seconds"] = round(seconds, 1)
         live.end()
     return model
 
