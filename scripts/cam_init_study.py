@@ -2,7 +2,7 @@
 
     python scripts/cam_init_study.py [--seeds 0 1 2] [--dry-run]
 
-Runs every recipe below as DVC experiments up to pseudo_labels (scripts/exp_grid.py) and writes
+Runs every recipe below as DVC experiments up to eval_cam and pseudo_labels (scripts/exp_grid.py) and writes
 reports/studies/cam_init.md (and .json): per recipe, CAM mIoU and pseudo-label mIoU (train split) of every seed,
 their mean and spread (max - min). Rerunning it skips the experiments that exist already.
 """
@@ -31,6 +31,7 @@ RECIPES = [
            "the same with the official matcher input (ImageNet-normalised image x map)"),
 ]
 FILES = {"cam": "reports/metrics/cam.json", "pseudo": "reports/metrics/pseudo_labels.json"}
+TARGETS = ["eval_cam", "pseudo_labels"]
 
 
 def table(seeds: list[int]) -> tuple[str, list[dict]]:
@@ -62,13 +63,13 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
     main_logging()
-    run_grid(RECIPES, args.seeds, "pseudo_labels", dry_run=args.dry_run)
+    run_grid(RECIPES, args.seeds, TARGETS, dry_run=args.dry_run)
     if args.dry_run:
         return
     text, rows = table(args.seeds)
     out = ROOT / "reports" / "studies"
     out.mkdir(parents=True, exist_ok=True)
-    commands = "\n".join(" ".join(r.command(s, "pseudo_labels")) for r in RECIPES for s in args.seeds)
+    commands = "\n".join(" ".join(r.command(s, TARGETS)) for r in RECIPES for s in args.seeds)
     (out / "cam_init.md").write_text(f"# CAM initialisation and CLIMS reduction (voc-mini, train split)\n\n{text}\n\n"
                                      f"Commands:\n```\n{commands}\n```\n")
     (out / "cam_init.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -1,8 +1,8 @@
 """Run a grid of DVC experiments and collect their metrics: the machinery of the study scripts.
 
 Each recipe is a name and a set of params overrides; each runs once per seed as
-    dvc exp run -n <name>-s<seed> -S seed=<seed> -S key=value ... <target>
-in the repository the script is run from (only the stages up to <target> whose inputs changed rerun; the others
+    dvc exp run -n <name>-s<seed> -S seed=<seed> -S key=value ... <targets>
+in the repository the script is run from (only the stages up to the targets whose inputs changed rerun; the others
 come from the workspace or DVC's run cache). Experiments that already exist (same name) are not run again, so an
 interrupted study resumes where it stopped. The metrics come back through `dvc exp show --json`.
 """
@@ -26,11 +26,11 @@ class Recipe:
     overrides: dict = field(default_factory=dict)
     note: str = ""
 
-    def command(self, seed: int, target: str) -> list[str]:
+    def command(self, seed: int, targets: list[str]) -> list[str]:
         cmd = ["dvc", "exp", "run", "-n", f"{self.name}-s{seed}", "-S", f"seed={seed}"]
         for key, value in self.overrides.items():
             cmd += ["-S", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
-        return cmd + [target]
+        return cmd + list(targets)
 
 
 def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -57,12 +57,12 @@ def experiments() -> dict[str, dict]:
     return out
 
 
-def run_grid(recipes: list[Recipe], seeds: list[int], target: str, dry_run: bool = False) -> None:
+def run_grid(recipes: list[Recipe], seeds: list[int], targets: list[str], dry_run: bool = False) -> None:
     done = set(experiments()) if not dry_run else set()
     for recipe in recipes:
         for seed in seeds:
             name = f"{recipe.name}-s{seed}"
-            cmd = recipe.command(seed, target)
+            cmd = recipe.command(seed, targets)
             if name in done:
                 log.info("%s: done before, kept", name)
                 continue
