@@ -74,3 +74,18 @@ def test_changed_data_reruns_what_depends_on_it(project, tmp_path):
     edited.save(mask_file)
     ran = stages_run(run(project, "dvc", "repro").stdout)
     assert ran[0] == "prepare" and {"eval_seg", "zeroshot", "tas"} <= set(ran)
+
+
+def test_make_cam_on_two_processes_writes_the_same_files(project):
+    import hashlib
+    import shutil
+
+    cams = project / "data" / "cams"
+    before = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in cams.glob("*.npz")}
+    shutil.rmtree(cams)
+    set_param(project, "make_cam.nproc_per_node", 2)  # torchrun, 2 CPU processes (gloo), every 2nd batch each
+    result = run(project, "dvc", "repro", "make_cam")
+    assert "make_cam" in stages_run(result.stdout)
+    after = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in cams.glob("*.npz")}
+    assert after == before and len(after) == 8
+    set_param(project, "make_cam.nproc_per_node", 1)

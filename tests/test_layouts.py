@@ -121,9 +121,18 @@ def test_voc_aug_bad_inputs_in_one_report(voc_mini, tmp_path):
 
 
 def test_voc_aug_whole_dag_on_train_aug(voc_mini, tmp_path):
+    import os
+
     root = voc_aug_root(voc_mini, tmp_path / "voc_aug")
-    ws = run_dag(tmp_path, {"layout": "voc_aug", "root": str(root), "train_split": "train_aug",
-                            "score_split": "train"})
+    old = os.umask(0o022)
+    try:
+        ws = run_dag(tmp_path, {"layout": "voc_aug", "root": str(root), "train_split": "train_aug",
+                                "score_split": "train"})
+    finally:
+        os.umask(old)
+    # every file the stages wrote has the mode the umask gives (0644), as open() would, not mkstemp's 0600
+    written = [p for p in (tmp_path / "project").rglob("*") if p.is_file()]
+    assert len(written) > 40 and {p.stat().st_mode & 0o777 for p in written} == {0o644}
     cam = _metrics(ws, "cam")
     assert cam["n_images"] == 4 and "aeroplane" in cam["per_class"] and cam["miou"] is not None
     assert _metrics(ws, "pseudo_labels")["n_images"] == 4

@@ -47,3 +47,31 @@ def test_imagenet_cam_is_higher_inside_the_object(voc_mini, image_id):
         inside = cam[mask == k + 1].mean()
         outside = cam[(mask != k + 1) & (mask != 255)].mean()
         assert inside > 2 * outside, (CLASS_NAMES[k], inside, outside)
+
+
+# ---- label-free class choice -------------------------------------------------------------------------------
+def test_presence_rules_by_hand():
+    from textwsss.zeroshot.presence import class_f1, predict_classes, tune_presence_threshold
+
+    scores = np.array([[0.9, 0.05, 0.3], [0.1, 0.2, 0.15], [0.5, 0.6, 0.01]])
+    assert predict_classes(scores, 0.4) == [[0], [1], [0, 1]]  # image 1: nothing reaches 0.4, its best class
+    assert predict_classes(scores, 0.25) == [[0, 2], [1], [0, 1]]
+    # tp 3 of 4 predicted, 3 true -> F1 = 2 * 3 / (4 + 3)
+    assert class_f1([[0, 2], [1], [0]], [[0], [1], [0]]) == pytest.approx(200 * 3 / 7)
+    threshold, f1 = tune_presence_threshold(scores, [[0], [1], [0, 1]])
+    assert f1 == pytest.approx(100.0) and 0.3 < threshold <= 0.5
+
+
+def test_imagenet_stand_in_finds_the_classes_without_labels(voc_data):
+    from textwsss.zeroshot.presence import class_f1, predict_classes, presence_scores, tune_presence_threshold
+
+    ids = voc_data.ids("train")[:40]
+    matcher = ImageNetMatcher()
+    scores = presence_scores(matcher, [voc_data.read_image(i) for i in ids], list(voc_data.classes.prompts), ["sea"])
+    assert scores.shape == (40, 20) and (scores.sum(1) <= 1 + 1e-5).all()
+    labels = [voc_data.labels[i] for i in ids]
+    threshold, f1 = tune_presence_threshold(scores, labels)
+    person = voc_data.classes.index("person")
+    always_person = class_f1([[person]] * len(ids), labels)  # the most frequent class for every image
+    assert f1 > always_person + 20, (f1, always_person)
+    assert class_f1(predict_classes(scores, threshold), labels) == pytest.approx(f1)

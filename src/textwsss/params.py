@@ -306,6 +306,7 @@ class ZeroshotParams(Section):
         "bridge", "sign"]
     thresholds: ThresholdSweep = ThresholdSweep()
     max_side: NonNegInt = 0
+    tune_images: NonNegInt = 32  # label-free variant: train images its thresholds are tuned on (0: all)
 
 
 class TasParams(Section):

@@ -1,6 +1,12 @@
 """zeroshot: the training-free baseline: dense class maps from the text-image matcher alone (GradCAM on a
 softmax over the image's classes and the background words, as CLIP-ES does), scored on the val images that have
-masks, with the same background-threshold sweep as the CAMs."""
+masks. Two variants:
+- labelled (zeroshot.json's top level, comparable with the CAMs): each val image's own image-level labels pick
+  its classes, and the background threshold is the best of a sweep on val itself;
+- label_free (zeroshot.json's "label_free", comparable with the final segmentation model, which sees no labels
+  either): the matcher picks the classes (zeroshot/presence.py), and both its presence threshold and the
+  background threshold are tuned on train images, then applied to val unchanged.
+"""
 from __future__ import annotations
 
 import logging
@@ -13,6 +19,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..cam import labels_from_cams, sweep_thresholds
+from ..metrics import ConfusionMatrix
+from ..zeroshot.presence import class_f1, predict_classes, presence_scores, tune_presence_threshold
 from ..data.images import working_size
 from ..data.prepared import PreparedDataset
 from ..guide.factory import matcher_from_params
@@ -45,9 +53,8 @@ def dense_maps(matcher, data: PreparedDataset, image_id: str, keys: Sequence[int
     return image, cams.reshape(len(keys), h, w)
 
 
-def evaluate_zeroshot(params, data: PreparedDataset, ids: Sequence[str], device: str,
-                      figures_dir: Path | None = None):
-    matcher = matcher_from_params(params, data.classes, device)
+def evaluate_zeroshot(params, matcher, data: PreparedDataset, ids: Sequence[str], figures_dir: Path | None = None):
+    """The labelled variant on `ids`: (best summary over the background-threshold sweep, the curve)."""
     background = matcher.check_concepts(params.zeroshot.background_words, background=True)
     shown = set(pick_figure_ids(ids, 6 if figures_dir else 0))
 
@@ -64,11 +71,58 @@ def evaluate_zeroshot(params, data: PreparedDataset, ids: Sequence[str], device:
     return sweep_thresholds(items(), params.zeroshot.thresholds.values(), data.classes.label_names)
 
 
+def evaluate_label_free(params, matcher, data: PreparedDataset, tune_ids: Sequence[str],
+                        val_ids: Sequence[str]) -> dict:
+    """The label-free variant: thresholds tuned on `tune_ids` (train, with masks), scores on `val_ids`."""
+    background = matcher.check_concepts(params.zeroshot.background_words, background=True)
+    prompts = list(data.classes.prompts)
+    max_side = params.zeroshot.max_side
+
+    def presence(i):
+        return presence_scores(matcher, [data.read_image(i)], prompts, background)[0]
+
+    train_scores = np.stack([presence(i) for i in tqdm(tune_ids, desc="presence (train)", unit="img", disable=None)])
+    threshold, train_f1 = tune_presence_threshold(train_scores, [data.labels[i] for i in tune_ids])
+    train_classes = predict_classes(train_scores, threshold)
+
+    def train_items():
+        for i, keys in zip(tqdm(tune_ids, desc="zeroshot label-free (train)", unit="img", disable=None), train_classes):
+            _, cams = dense_maps(matcher, data, i, keys, background, max_side)
+            yield cams, keys, data.read_mask(i)
+
+    tuned, _ = sweep_thresholds(train_items(), params.zeroshot.thresholds.values(), data.classes.label_names)
+    matrix = ConfusionMatrix(data.classes.label_names)
+    val_predicted, val_labels = [], []
+    for i in tqdm(val_ids, desc="zeroshot label-free (val)", unit="img", disable=None):
+        keys = predict_classes(presence(i)[None], threshold)[0]
+        _, cams = dense_maps(matcher, data, i, keys, background, max_side)
+        matrix.update(labels_from_cams(cams, keys, tuned["threshold"]), data.read_mask(i))
+        val_predicted.append(keys)
+        val_labels.append(data.labels[i])
+    summary = matrix.summary()
+    return {"miou": summary["miou"], "pixel_acc": summary["pixel_acc"], "per_class": summary["per_class"],
+            "presence_threshold": threshold, "background_threshold": tuned["threshold"],
+            "class_f1_train": train_f1, "class_f1_val": class_f1(val_predicted, val_labels),
+            "n_tune_images": len(tune_ids), "n_images": len(val_ids)}
+
+
+def tuning_ids(data: PreparedDataset, n: int) -> list[str]:
+    """An evenly spaced, fixed choice of `n` train images with masks (0: all of them)."""
+    scored = data.ids("score")
+    return scored if n <= 0 or n >= len(scored) else pick_figure_ids(scored, n)
+
+
 def run(params, ws: Workspace) -> None:
     data = ws.dataset(params)
+    matcher = matcher_from_params(params, data.classes, resolve_device(params.device))
     scored = data.with_masks(data.ids("val"))
-    best, curve = evaluate_zeroshot(params, data, scored, resolve_device(params.device), figures_dir=ws.figures("zeroshot"))
-    best["note"] = data.describe_scoring("val", scored)
+    best, curve = evaluate_zeroshot(params, matcher, data, scored, figures_dir=ws.figures("zeroshot"))
+    best["note"] = data.describe_scoring("val", scored) + "; classes from each image's labels, threshold from val"
+    tune = tuning_ids(data, params.zeroshot.tune_images)
+    if scored and tune:
+        best["label_free"] = evaluate_label_free(params, matcher, data, tune, scored)
+        log.info("label-free zero-shot mIoU %.2f (classes picked by the matcher: F1 %.1f on val)",
+                 best["label_free"]["miou"], best["label_free"]["class_f1_val"])
     write_json(ws.metrics / "zeroshot.json", best)
     write_json(ws.plots / "zeroshot_threshold.json", curve)
     if best["miou"] is None:
