@@ -1,0 +1,127 @@
+"""The segmentation stage's recipe on voc-mini: val mIoU against training minutes, on ground-truth masks and on
+pseudo-labels, for the training budget, resolution, backbone, initialisation, learning rates and BatchNorm.
+
+    python scripts/seg_recipe_study.py [--grid main|budget|eval] [--seeds 0] [--dry-run]
+
+Each recipe runs as DVC experiments up to eval_seg (scripts/exp_grid.py; upstream stages come from the workspace,
+so run it from a repository whose `dvc repro` is done). Writes reports/studies/seg_recipe_<grid>.md/.json and a
+plot of val mIoU against training minutes (.png). Training minutes are the train_seg stage's own wall time
+(reports/train_seg/metrics.json "seconds"): run the study alone on the machine, one experiment at a time, and
+name the CPU with the numbers (lscpu).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+
+from exp_grid import ROOT, Recipe, experiments, main_logging, metric, run_grid
+
+TRAIN_IMAGES = 148  # voc-mini's train split: steps per epoch = ceil(148 / batch)
+
+# The recipe every row changes one thing of (the defaults before this study, written out so the rows stay
+# comparable whatever params.yaml says).
+BASE = {"seg.init": "imagenet", "seg.backbone": "efficientnet_lite0", "seg.aspp_channels": 128,
+        "seg.decoder_channels": 96, "train_seg.epochs": 10, "train_seg.batch_size": 8, "train_seg.lr": 0.01,
+        "train_seg.backbone_lr_mult": 0.1, "train_seg.crop_size": 256, "train_seg.scale_range": [0.5, 1.0],
+        "train_seg.freeze_stages": 0, "train_seg.freeze_batchnorm": False, "eval_seg.max_side": 0,
+        "eval_seg.scales": [1.0], "eval_seg.flip": False, "eval_seg.postprocess_crf": False}
+LOW_RES = {"train_seg.crop_size": 192, "train_seg.scale_range": [0.35, 0.7], "eval_seg.max_side": 320}
+
+
+def _recipes(labels: str, rows: list[tuple[str, dict, str]]) -> list[Recipe]:
+    return [Recipe(f"seg-{labels}-{name}", {**BASE, "seg.labels": labels, **over}, note) for name, over, note in rows]
+
+
+GRIDS: dict[str, list[tuple[str, dict, str]]] = {
+    "main": [
+        ("base", {}, "before this study: 10 epochs, crop 256 at 0.5-1x, lr 0.01 (backbone 0.1x)"),
+        ("e30", {"train_seg.epochs": 30}, "3x the epochs"),
+        ("lowres", LOW_RES, "crop 192 at 0.35-0.7x, evaluated at long side 320"),
+        ("lowres-e20", {**LOW_RES, "train_seg.epochs": 20}, "low resolution, 2x the epochs"),
+        ("caminit", {"seg.init": "cam"}, "backbone from the CAM network"),
+        ("frozenbn", {"train_seg.freeze_batchnorm": True}, "BatchNorm statistics and weights frozen"),
+        ("bb1", {"train_seg.backbone_lr_mult": 1.0}, "backbone at the full learning rate"),
+        ("lr03", {"train_seg.lr": 0.03}, "3x the learning rate"),
+        ("lite2", {"seg.backbone": "efficientnet_lite2"}, "EfficientNet-Lite2 backbone"),
+    ],
+}
+
+
+def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
+    exps = experiments()
+    lines = ["| recipe | labels | val mIoU per seed | mean (spread) | pixel acc | train minutes | steps |",
+             "|---|---|---|---|---|---|---|"]
+    rows = []
+    for r in recipes:
+        found = [exps.get(f"{r.name}-s{s}") for s in seeds]
+        miou = [metric(e, "reports/metrics/seg.json", "miou") if e else None for e in found]
+        acc = [metric(e, "reports/metrics/seg.json", "pixel_acc") if e else None for e in found]
+        secs = [metric(e, "reports/train_seg/metrics.json", "seconds") if e else None for e in found]
+        o = r.overrides
+        steps = o["train_seg.epochs"] * math.ceil(TRAIN_IMAGES / o["train_seg.batch_size"])
+        have = [v for v in miou if v is not None]
+        minutes = statistics.mean([s for s in secs if s is not None]) / 60 if any(secs) else None
+        rows.append({"recipe": r.name, "note": r.note, "overrides": o, "seeds": seeds, "miou": miou,
+                     "pixel_acc": acc, "seconds": secs, "steps": steps, "minutes": minutes})
+        mean = f"{statistics.mean(have):.1f} ({max(have) - min(have):.1f})" if have else "-"
+        accs = [a for a in acc if a is not None]
+        per_seed = " / ".join("-" if v is None else f"{v:.1f}" for v in miou)
+        acc_cell = f"{statistics.mean(accs):.1f}" if accs else "-"
+        minutes_cell = f"{minutes:.1f}" if minutes else "-"
+        lines.append(f"| {r.name}: {r.note} | {o['seg.labels']} | {per_seed} | {mean} | {acc_cell} | "
+                     f"{minutes_cell} | {steps} |")
+    return "\n".join(lines), rows
+
+
+def plot(rows: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for labels, marker in (("gt", "s"), ("pseudo", "o")):
+        pts = [(r["minutes"], statistics.mean([m for m in r["miou"] if m is not None]), r["recipe"])
+               for r in rows if r["overrides"]["seg.labels"] == labels and r["minutes"]
+               and any(m is not None for m in r["miou"])]
+        if not pts:
+            continue
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=f"{labels} labels")
+        for x, y, name in pts:
+            ax.annotate(name.split("-", 2)[-1], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("train_seg minutes (2 CPU cores)")
+    ax.set_ylabel("val mIoU (%)")
+    ax.set_title("DeepLab v3+ on voc-mini: val mIoU against training time")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", default="main", choices=sorted(GRIDS))
+    parser.add_argument("--labels", nargs="+", default=["gt", "pseudo"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args()
+    main_logging()
+    recipes = [r for labels in args.labels for r in _recipes(labels, GRIDS[args.grid])]
+    run_grid(recipes, args.seeds, ["eval_seg"], dry_run=args.dry_run)
+    if args.dry_run:
+        return
+    text, rows = table(recipes, args.seeds)
+    out = ROOT / "reports" / "studies"
+    out.mkdir(parents=True, exist_ok=True)
+    plot(rows, out / f"seg_recipe_{args.grid}.png")
+    commands = "\n".join(" ".join(r.command(s, ["eval_seg"])) for r in recipes for s in args.seeds)
+    (out / f"seg_recipe_{args.grid}.md").write_text(
+        f"# Segmentation recipe study, grid '{args.grid}' (voc-mini val)\n\n{text}\n\n"
+        f"![val mIoU against training minutes](seg_recipe_{args.grid}.png)\n\nCommands:\n```\n{commands}\n```\n")
+    (out / f"seg_recipe_{args.grid}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
