@@ -1,4 +1,4 @@
-"""kill -9 during train_cam, then `dvc repro`: training resumes from its last checkpoint and ends with the
+"""kill -9 during a training stage, then `dvc repro`: training resumes from its last checkpoint and ends with the
 same weights and logged metrics as an uninterrupted run."""
 import json
 import os
@@ -6,27 +6,32 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 
 from pipeline_fixture import env, make_project, run, stages_run
 
-SETTINGS = {"train_cam": {"epochs": 3, "loss": "bce"}}
+SETTINGS = {"cam": {"init": "imagenet"}, "train_cam": {"epochs": 3, "loss": "bce"},
+            "train_seg": {"epochs": 3}}
 
 
-def _final(project):
-    state = torch.load(project / "data" / "train_cam" / "model.pt", weights_only=False)["state_dict"]
-    metrics = json.loads((project / "reports" / "train_cam" / "metrics.json").read_text())
+def _final(project, stage):
+    state = torch.load(project / "data" / stage / "model.pt", weights_only=False)["state_dict"]
+    metrics = json.loads((project / "reports" / stage / "metrics.json").read_text())
     return state, metrics
 
 
-def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize("stage, before", [("train_cam", None), ("train_seg", "pseudo_labels")])
+def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, stage, before):
     reference = make_project(tmp_path / "ref", SETTINGS)
-    run(reference, "dvc", "repro", "train_cam")
+    run(reference, "dvc", "repro", stage)
 
     project = make_project(tmp_path / "killed", SETTINGS)
-    proc = subprocess.Popen(["dvc", "repro", "train_cam"], cwd=project, env=env(), start_new_session=True,
+    if before:
+        run(project, "dvc", "repro", before)
+    proc = subprocess.Popen(["dvc", "repro", stage], cwd=project, env=env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = project / "data" / "train_cam" / "checkpoint.pt"
+    checkpoint = project / "data" / stage / "checkpoint.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["epoch"] >= 0:
@@ -37,14 +42,14 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
     proc.wait()
     epoch_at_kill = torch.load(checkpoint, weights_only=False)["epoch"]
     assert epoch_at_kill < 2
-    assert not (project / "data" / "train_cam" / "model.pt").exists()  # no partial final output
+    assert not (project / "data" / stage / "model.pt").exists()  # no partial final output
 
-    result = run(project, "dvc", "repro", "train_cam")
-    assert "train_cam" in stages_run(result.stdout)
+    result = run(project, "dvc", "repro", stage)
+    assert stage in stages_run(result.stdout)
     assert "resuming" in result.stdout + result.stderr
-    state, metrics = _final(project)
-    ref_state, ref_metrics = _final(reference)
+    state, metrics = _final(project, stage)
+    ref_state, ref_metrics = _final(reference, stage)
     for key in ref_state:
         assert torch.equal(state[key], ref_state[key]), key
     assert metrics["train"] == ref_metrics["train"]
-    assert "up to date" in run(project, "dvc", "status", "train_cam").stdout
+    assert "up to date" in run(project, "dvc", "status", stage).stdout
