@@ -25,6 +25,7 @@ class Recipe:
     name: str
     overrides: dict = field(default_factory=dict)
     note: str = ""
+    seeds: list[int] | None = None  # None: the study's seeds
 
     def command(self, seed: int, targets: list[str]) -> list[str]:
         cmd = ["dvc", "exp", "run", "-n", f"{self.name}-s{seed}", "-S", f"seed={seed}"]
@@ -60,7 +61,7 @@ def experiments() -> dict[str, dict]:
 def run_grid(recipes: list[Recipe], seeds: list[int], targets: list[str], dry_run: bool = False) -> None:
     done = set(experiments()) if not dry_run else set()
     for recipe in recipes:
-        for seed in seeds:
+        for seed in recipe.seeds if recipe.seeds is not None else seeds:
             name = f"{recipe.name}-s{seed}"
             cmd = recipe.command(seed, targets)
             if name in done:
