@@ -25,7 +25,8 @@ TRAIN_IMAGES = 148  # voc-mini's train split: steps per epoch = ceil(148 / batch
 BASE = {"seg.init": "imagenet", "seg.backbone": "efficientnet_lite0", "seg.aspp_channels": 128,
         "seg.decoder_channels": 96, "train_seg.epochs": 10, "train_seg.batch_size": 8, "train_seg.lr": 0.01,
         "train_seg.backbone_lr_mult": 0.1, "train_seg.crop_size": 256, "train_seg.scale_range": [0.5, 1.0],
-        "train_seg.freeze_stages": 0, "train_seg.freeze_batchnorm": False, "eval_seg.max_side": 0,
+        "train_seg.freeze_stages": 0, "train_seg.freeze_batchnorm": False, "train_seg.loss": "ce",
+        "eval_seg.max_side": 0,
         "eval_seg.scales": [1.0], "eval_seg.flip": False, "eval_seg.postprocess_crf": False}
 LOW_RES = {"train_seg.crop_size": 192, "train_seg.scale_range": [0.35, 0.7], "eval_seg.max_side": 320}
 
@@ -45,6 +46,7 @@ GRIDS: dict[str, list[tuple[str, dict, str]]] = {
         ("bb1", {"train_seg.backbone_lr_mult": 1.0}, "backbone at the full learning rate"),
         ("lr03", {"train_seg.lr": 0.03}, "3x the learning rate"),
         ("lite2", {"seg.backbone": "efficientnet_lite2"}, "EfficientNet-Lite2 backbone"),
+        ("balanced", {"train_seg.loss": "balanced_ce"}, "class-balanced cross-entropy"),
     ],
 }
 

@@ -195,3 +195,23 @@ def test_cam_net_learns_image_labels_with_bce():
     assert (train_pred == lt).float().mean().item() > 0.9
     accuracy = ((maps.mean((2, 3)) > 0).float() == lv).float().mean().item()
     assert accuracy > 0.75, accuracy
+
+
+def test_balanced_class_weights_by_hand(tmp_path):
+    from textwsss.io import save_label_png
+    from textwsss.losses.segmentation import balanced_class_weights, label_counts
+
+    save_label_png(tmp_path / "a.png", np.array([[0, 0, 0, 1], [0, 0, 255, 1]], np.uint8))
+    save_label_png(tmp_path / "b.png", np.array([[0, 0, 0, 0], [0, 0, 0, 0]], np.uint8))
+    counts = label_counts([tmp_path / "a.png", tmp_path / "b.png"], 3)
+    assert counts.tolist() == [13, 2, 0]  # 255 not counted
+    w = balanced_class_weights(counts)
+    # (13/7.5)^-0.5 = 0.7596, (2/7.5)^-0.5 = 1.9365, normalised to mean 1 over the present classes
+    assert w[0].item() == pytest.approx(2 * 0.7596 / (0.7596 + 1.9365), rel=1e-3)
+    assert w[1].item() == pytest.approx(2 * 1.9365 / (0.7596 + 1.9365), rel=1e-3) and w[2].item() == 0.0
+    logits = torch.randn(1, 3, 2, 4)
+    target = torch.tensor([[[0, 0, 0, 1], [0, 0, 255, 1]]])
+    per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    valid = target != 255
+    expected = (per_pixel * w[target.clamp(max=2)] * valid).sum() / (w[target.clamp(max=2)] * valid).sum()
+    assert cross_entropy(logits, target, weight=w).item() == pytest.approx(expected.item(), rel=1e-5)

@@ -274,6 +274,7 @@ class TrainSegParams(TrainCommon):
     backbone_lr_mult: NonNegFloat = 0.1
     freeze_stages: NonNegInt = 0  # the backbone's first stages (stem, then one per resolution) keep their weights
     freeze_batchnorm: bool = False  # every backbone BatchNorm keeps its statistics and weights
+    loss: Literal["ce", "balanced_ce"] = "ce"  # balanced_ce: classes weighted by their label frequency^-0.5
 
 
 class TrainCrisParams(TrainSegParams):

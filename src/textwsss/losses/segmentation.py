@@ -11,9 +11,10 @@ from torch import Tensor
 IGNORE = 255
 
 
-def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE) -> Tensor:
+def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE, weight: Tensor | None = None) -> Tensor:
     """Mean cross-entropy over non-ignored pixels. logits (B,C,H,W); target (B,H,W) long in 0..C-1 or 255.
-    Logits at another resolution than the target are bilinearly resized to it. All-ignored batch -> 0."""
+    Logits at another resolution than the target are bilinearly resized to it. All-ignored batch -> 0.
+    weight: optional (C,) class weights (the mean is then weighted, as torch's)."""
     if logits.dim() != 4 or target.dim() != 3:
         raise ValueError(f"cross_entropy: expected logits (B,C,H,W) and target (B,H,W), got "
                          f"{tuple(logits.shape)} and {tuple(target.shape)}")
@@ -22,7 +23,30 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE) ->
     target = target.long()
     if not (target != ignore_index).any():
         return logits.sum() * 0.0  # keeps the graph; nan-free
-    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    return F.cross_entropy(logits, target, weight=None if weight is None else weight.to(logits),
+                           ignore_index=ignore_index)
+
+
+def balanced_class_weights(counts: np.ndarray, power: float = 0.5) -> Tensor:
+    """Class weights from the pixel count of every label in the training labels: (count / mean count)^-power,
+    normalised to mean 1 over the classes present; classes with no pixel get weight 0 (they never occur)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    w = np.zeros_like(counts)
+    w[present] = (counts[present] / counts[present].mean()) ** -power
+    w[present] /= w[present].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def label_counts(label_files, num_labels: int) -> np.ndarray:
+    """Pixels of every label value 0..num_labels-1 over label PNGs (255 ignored)."""
+    from ..data.images import read_mask
+
+    counts = np.zeros(num_labels, dtype=np.int64)
+    for f in label_files:
+        values = read_mask(f).ravel()
+        counts += np.bincount(values[values != IGNORE], minlength=num_labels)[:num_labels]
+    return counts
 
 
 def text_to_pixel_loss(mask_logits: Tensor, target: Tensor, ignore_index: int = IGNORE) -> Tensor:

@@ -63,7 +63,14 @@ def run(params, ws: Workspace) -> None:
             init_backbone_from_cam(model, cam_file)
             inputs.append(cam_file)
         model.backbone.freeze(cfg.freeze_stages, cfg.freeze_batchnorm)
-        step = deeplab_step()
+        weights = None
+        if cfg.loss == "balanced_ce":
+            from ..losses.segmentation import balanced_class_weights, label_counts
+
+            weights = balanced_class_weights(label_counts(labels.values(), classes.num_labels))
+            log.info("class weights (inverse square root of the label frequency): %s",
+                     ", ".join(f"{n} {w:.2f}" for n, w in zip(classes.label_names, weights.tolist())))
+        step = deeplab_step(weights)
     else:
         c = seg.cris
         model = build_cris(arch=c.arch, pretrained=c.pretrained, prompt=c.prompt, decoder_layers=c.decoder_layers,

@@ -32,12 +32,13 @@ def bce_step() -> StepFn:
     return step
 
 
-def deeplab_step() -> StepFn:
+def deeplab_step(class_weights: torch.Tensor | None = None) -> StepFn:
+    """Cross-entropy, optionally weighted per class (losses.segmentation.balanced_class_weights)."""
     from ..losses.segmentation import cross_entropy
 
     def step(model, batch, device):
         images, target = (t.to(device, non_blocking=True) for t in batch)
-        loss = cross_entropy(model(images), target)
+        loss = cross_entropy(model(images), target, weight=class_weights)
         return {"total": loss, "ce": loss}
     return step
 
