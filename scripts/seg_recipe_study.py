@@ -31,8 +31,8 @@ BASE = {"seg.init": "imagenet", "seg.backbone": "efficientnet_lite0", "seg.aspp_
 LOW_RES = {"train_seg.crop_size": 192, "train_seg.scale_range": [0.35, 0.7], "eval_seg.max_side": 320}
 
 
-def _recipes(labels: str, rows: list[tuple[str, dict, str]]) -> list[Recipe]:
-    return [Recipe(f"seg-{labels}-{name}", {**BASE, "seg.labels": labels, **over}, note) for name, over, note in rows]
+def _recipes(labels: str, rows: list[tuple[str, dict, str]], base: dict) -> list[Recipe]:
+    return [Recipe(f"seg-{labels}-{name}", {**base, "seg.labels": labels, **over}, note) for name, over, note in rows]
 
 
 GRIDS: dict[str, list[tuple[str, dict, str]]] = {
@@ -48,7 +48,22 @@ GRIDS: dict[str, list[tuple[str, dict, str]]] = {
         ("lite2", {"seg.backbone": "efficientnet_lite2"}, "EfficientNet-Lite2 backbone"),
         ("balanced", {"train_seg.loss": "balanced_ce"}, "class-balanced cross-entropy"),
     ],
+    # Evaluation options on the model params.yaml trains (run after `dvc repro`: only eval_seg reruns).
+    "eval": [
+        ("eval-single", {"eval_seg.scales": [1.0], "eval_seg.flip": False, "eval_seg.postprocess_crf": False},
+         "one scale, no flip, no CRF"),
+        ("eval-flip", {"eval_seg.scales": [1.0], "eval_seg.flip": True, "eval_seg.postprocess_crf": False},
+         "+ horizontal flip"),
+        ("eval-ms-flip", {"eval_seg.scales": [0.75, 1.0, 1.25], "eval_seg.flip": True,
+                          "eval_seg.postprocess_crf": False}, "scales 0.75 / 1 / 1.25 + flip"),
+        ("eval-crf", {"eval_seg.scales": [1.0], "eval_seg.flip": False, "eval_seg.postprocess_crf": True},
+         "+ dense CRF"),
+        ("eval-ms-flip-crf", {"eval_seg.scales": [0.75, 1.0, 1.25], "eval_seg.flip": True,
+                              "eval_seg.postprocess_crf": True}, "scales + flip + CRF"),
+    ],
 }
+#: The params every row of a grid starts from: the pre-study recipe, or (eval) the repository's own params.
+GRID_BASE = {"main": BASE, "eval": {}}
 
 
 def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
@@ -62,7 +77,8 @@ def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
         acc = [metric(e, "reports/metrics/seg.json", "pixel_acc") if e else None for e in found]
         secs = [metric(e, "reports/train_seg/metrics.json", "seconds") if e else None for e in found]
         o = r.overrides
-        steps = o["train_seg.epochs"] * math.ceil(TRAIN_IMAGES / o["train_seg.batch_size"])
+        epochs, batch = o.get("train_seg.epochs"), o.get("train_seg.batch_size")
+        steps = epochs * math.ceil(TRAIN_IMAGES / batch) if epochs and batch else None
         have = [v for v in miou if v is not None]
         minutes = statistics.mean([s for s in secs if s is not None]) / 60 if any(secs) else None
         rows.append({"recipe": r.name, "note": r.note, "overrides": o, "seeds": seeds, "miou": miou,
@@ -73,7 +89,7 @@ def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
         acc_cell = f"{statistics.mean(accs):.1f}" if accs else "-"
         minutes_cell = f"{minutes:.1f}" if minutes else "-"
         lines.append(f"| {r.name}: {r.note} | {o['seg.labels']} | {per_seed} | {mean} | {acc_cell} | "
-                     f"{minutes_cell} | {steps} |")
+                     f"{minutes_cell} | {steps or '-'} |")
     return "\n".join(lines), rows
 
 
@@ -109,7 +125,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
     main_logging()
-    recipes = [r for labels in args.labels for r in _recipes(labels, GRIDS[args.grid])]
+    recipes = [r for labels in args.labels for r in _recipes(labels, GRIDS[args.grid], GRID_BASE[args.grid])]
     run_grid(recipes, args.seeds, ["eval_seg"], dry_run=args.dry_run)
     if args.dry_run:
         return
