@@ -2,8 +2,8 @@
 
 Each recipe is a name and a set of params overrides; each runs once per seed as
     dvc exp run -n <name>-s<seed> -S seed=<seed> -S key=value ... <targets>
-in the repository the script is run from (only the stages up to the targets whose inputs changed rerun; the others
-come from the workspace or DVC's run cache). Experiments that already exist (same name) are not run again, so an
+in the repository the script is run from, each starting from the committed params.yaml (only the stages up to the
+targets whose inputs changed rerun; the others come from the workspace or DVC's run cache). Experiments that already exist (same name) are not run again, so an
 interrupted study resumes where it stopped. The metrics come back through `dvc exp show --json`.
 """
 from __future__ import annotations
@@ -70,6 +70,8 @@ def run_grid(recipes: list[Recipe], seeds: list[int], targets: list[str], dry_ru
             log.info("%s", " ".join(cmd))
             if dry_run:
                 continue
+            # a workspace experiment leaves its params in params.yaml: every run starts from the committed ones
+            subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml"], cwd=ROOT, check=True)
             start = time.perf_counter()
             result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             if result.returncode != 0:
