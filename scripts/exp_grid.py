@@ -43,7 +43,7 @@ def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def experiments() -> dict[str, dict]:
     """{experiment name: {"params": ..., "metrics": {file: data}}} of every experiment DVC knows here."""
-    shown = json.loads(_dvc("exp", "show", "--json").stdout)
+    shown = json.loads(_dvc("exp", "show", "--json", "--all-commits").stdout)  # of every baseline commit
     out = {}
     for rev in shown:
         for exp in rev.get("experiments") or []:
