@@ -1,7 +1,7 @@
 """A frozen open_clip model as a text-image matcher (the real CLIMS evaluator).
 
 Images are normalised with the model's own CLIP mean/std (never ImageNet's); concepts are put
-into a prompt template ("a photo of a {}." by default). similarity() is the plain cosine
+into a prompt template ("a photo of {}." by default, as the official CLIMS clip_utils.py). similarity() is the plain cosine
 similarity of L2-normalised features, clamped to [1e-4, 0.9999] as in CLIMS; logits() is
 100 x cosine, CLIP's usual softmax scale.
 
@@ -25,7 +25,7 @@ from textwsss.guide.base import SIM_MAX, SIM_MIN, Matcher
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = "a photo of a {}."
+DEFAULT_PROMPT = "a photo of {}."
 _HF_DEFAULT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
