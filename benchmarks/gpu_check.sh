@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# CUDA checks on a GPU machine: the CAM stages with AMP on the GPU, then train_seg's learning curve
+# (scripts/seg_curve.py) sharded over parallel processes on the one GPU.
+#
+#   bash benchmarks/gpu_check.sh OUT_DIR [CURVE_SECONDS]
+#
+# Expects, below the repository root (copied there by hand; see the README's "GPU" section):
+#   .devcarry/voc-mini   the data root          .devcarry/whl   wheels missing on the machine (pip install there)
+#   .devcarry/ws/data    prepared/, pseudo_labels/, train_cam/model.pt of a workspace where `dvc repro` ran
+# On a machine with every dependency installed the wheels folder may be empty.
+set -uo pipefail
+OUT=${1:?usage: gpu_check.sh OUT_DIR [CURVE_SECONDS]}
+CURVE_SECONDS=${2:-300}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+
+if ls .devcarry/whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .devcarry/whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if ! $PY -c "import dvclive" 2>/dev/null; then
+  # dvclive drags in DVC itself; the training logs are not what this check is about
+  mkdir -p /tmp/shim
+  cat > /tmp/shim/dvclive.py <<'EOF'
+class Live:
+    def __init__(self, *a, **k): self.step, self.summary = 0, {}
+    def log_metric(self, *a, **k): pass
+    def next_step(self): self.step += 1
+    def end(self): pass
+EOF
+  export PYTHONPATH=/tmp/shim:${PYTHONPATH:-}
+fi
+
+nvidia-smi -L | tee "$OUT/gpu.txt"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" | tee -a "$OUT/gpu.txt"
+
+mkdir -p data
+cp -r .devcarry/ws/data/prepared data/
+$PY - "$ROOT" <<'EOF'
+import sys, yaml, pathlib
+root = pathlib.Path(sys.argv[1])
+p = yaml.safe_load((root / "params.yaml").read_text())
+p["device"] = "cuda"
+p["data"]["root"] = str(root / ".devcarry" / "voc-mini")
+p["data"]["workers"] = 4
+for s in ("train_cam_baseline", "train_cam"):
+    p[s]["epochs"] = 2
+    p[s]["amp"] = True
+p["cam"]["init"] = "baseline"
+p["train_cam"]["matcher_batch"] = 0
+p["make_cam"]["max_pixels"] = 0
+(root / ".devcarry" / "params_gpu.yaml").write_text(yaml.safe_dump(p))
+EOF
+export TEXTWSSS_PARAMS=$ROOT/.devcarry/params_gpu.yaml PYTHONUNBUFFERED=1
+for stage in train_cam_baseline train_cam make_cam eval_cam; do
+  SECONDS=0
+  $PY stages/$stage.py > "$OUT/$stage.log" 2>&1
+  rc=$?
+  echo "$stage rc=$rc seconds=$SECONDS" | tee -a "$OUT/stages.txt"
+  tail -3 "$OUT/$stage.log"
+done
+cp reports/metrics/cam.json "$OUT/cam_gpu.json" 2>/dev/null
+
+# the curve: shards in parallel on the one GPU; each writes its results after every job
+unset TEXTWSSS_PARAMS
+pids=()
+for i in 0 1 2 3; do
+  timeout "$CURVE_SECONDS" $PY scripts/seg_curve.py --source .devcarry/ws --scratch /tmp/curve \
+    --out "$OUT/curve_$i.json" --shard "$i/4" \
+    --set device=cuda data.workers=3 "data.root=$ROOT/.devcarry/voc-mini" > "$OUT/curve_$i.log" 2>&1 &
+  pids+=($!)
+done
+wait "${pids[@]}"
+grep -h "val mIoU" "$OUT"/curve_*.log | grep seg_curve

@@ -1,0 +1,142 @@
+"""train_seg's learning curve: val mIoU against the training budget for a few recipes, in-process, on any device.
+
+    python scripts/seg_curve.py --source . --out reports/studies/seg_curve.json [--shard 0/4] [--device cuda]
+
+The DVC study (scripts/seg_recipe_study.py) measures recipes on 2 CPU cores, where a long curve does not fit in
+a session; this script runs the same train_seg and eval_seg code on whatever device it is given (a GPU reaches
+200 epochs in about a minute), to show where the curve saturates. It reads the data/prepared folder, the
+pseudo-labels and the CAM network of a workspace where `dvc repro` is done (--source), and trains each job in a
+workspace of its own under --scratch. Each job is a recipe (params overrides on top of params.yaml), a label
+source (gt | pseudo), a number of epochs and a seed. Training minutes on 2 cores are not measured here: they
+are the step count times the 2-core step time that seg_recipe_study.py measures for the same crop and backbone.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from textwsss.params import parse_params  # noqa: E402
+from textwsss.pipeline import eval_seg, train_seg  # noqa: E402
+from textwsss.pipeline.workspace import Workspace  # noqa: E402
+
+log = logging.getLogger("seg_curve")
+
+#: The recipe every curve starts from: the defaults before the recipe study (scripts/seg_recipe_study.py BASE).
+BASE = {"seg.init": "imagenet", "seg.backbone": "efficientnet_lite0", "seg.aspp_channels": 128,
+        "seg.decoder_channels": 96, "train_seg.batch_size": 8, "train_seg.lr": 0.01,
+        "train_seg.backbone_lr_mult": 0.1, "train_seg.crop_size": 256, "train_seg.scale_range": [0.5, 1.0],
+        "train_seg.freeze_stages": 0, "train_seg.freeze_batchnorm": False, "train_seg.loss": "ce",
+        "eval_seg.max_side": 0, "eval_seg.scales": [1.0], "eval_seg.flip": False,
+        "eval_seg.postprocess_crf": False, "eval_seg.figures": 0}
+LOW_RES = {"train_seg.crop_size": 192, "train_seg.scale_range": [0.35, 0.7], "eval_seg.max_side": 320}
+
+#: name -> (overrides, epochs of the curve, seeds), in the order they run (the most telling first)
+CURVES: dict[str, tuple[dict, list[int], list[int]]] = {
+    "base": ({}, [10, 40, 120], [0, 1]),
+    "lowres-caminit": ({**LOW_RES, "seg.init": "cam"}, [20, 80], [0, 1]),
+    "caminit": ({"seg.init": "cam"}, [10, 40], [0, 1]),
+    "lowres": (LOW_RES, [20, 80], [0, 1]),
+    "frozenbn": ({"train_seg.freeze_batchnorm": True}, [40], [0]),
+    "bb1": ({"train_seg.backbone_lr_mult": 1.0}, [40], [0]),
+    "lr03": ({"train_seg.lr": 0.03}, [40], [0]),
+    "balanced": ({"train_seg.loss": "balanced_ce"}, [40], [0]),
+}
+
+
+def jobs(curves: dict, labels: list[str]) -> list[dict]:
+    out = []
+    for name, (over, epochs, seeds) in curves.items():
+        for s in seeds:
+            for e in epochs:
+                for lab in labels:
+                    out.append({"curve": name, "labels": lab, "epochs": e, "seed": s,
+                                "overrides": {**BASE, **over, "seg.labels": lab, "train_seg.epochs": e, "seed": s}})
+    return out
+
+
+def apply_overrides(raw: dict, overrides: dict) -> dict:
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return raw
+
+
+def link_workspace(source: Path, target: Path) -> Workspace:
+    """A fresh workspace whose inputs (prepared index, pseudo-labels, CAM network) are the source's."""
+    for rel in ("data/prepared", "data/pseudo_labels", "data/train_cam"):
+        dst = target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            dst.symlink_to((source / rel).resolve(), target_is_directory=True)
+    return Workspace(target)
+
+
+def run_job(job: dict, raw: dict, source: Path, scratch: Path) -> dict:
+    name = f"{job['curve']}-{job['labels']}-e{job['epochs']}-s{job['seed']}"
+    ws = link_workspace(source, scratch / name)
+    params = parse_params(apply_overrides(raw, job["overrides"]), f"params.yaml + {name}")
+    start = time.perf_counter()
+    train_seg.run(params, ws)
+    seconds = time.perf_counter() - start
+    eval_seg.run(params, ws)
+    metrics = json.loads((ws.metrics / "seg.json").read_text())
+    epochs = params.train_seg.epochs
+    steps = epochs * -(-len(ws.dataset(params).ids("train")) // params.train_seg.batch_size)
+    result = {**{k: job[k] for k in ("curve", "labels", "seed")}, "epochs": epochs, "steps": steps,
+              "crop": params.train_seg.crop_size, "miou": metrics["miou"], "pixel_acc": metrics.get("pixel_acc"),
+              "train_seconds": round(seconds, 1)}
+    log.info("%s: val mIoU %.2f (%d steps, %.0f s)", name, metrics["miou"], steps, seconds)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, default=ROOT, help="workspace where `dvc repro` is done")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--scratch", type=Path, default=ROOT / ".seg_curve")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i")
+    parser.add_argument("--labels", nargs="+", default=["gt", "pseudo"])
+    parser.add_argument("--curves", nargs="+", default=list(CURVES))
+    parser.add_argument("--max-epochs", type=int, default=0, help="drop longer jobs (0: none)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML",
+                        help="extra overrides for every job, e.g. device=cuda data.workers=4 data.root=/x")
+    parser.add_argument("--list", action="store_true", help="print the jobs and stop")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("PIL").setLevel(logging.WARNING)
+    extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    todo = jobs({k: CURVES[k] for k in args.curves}, args.labels)
+    if args.max_epochs:
+        todo = [j for j in todo if j["epochs"] <= args.max_epochs]
+    i, n = (int(x) for x in args.shard.split("/"))
+    todo = todo[i::n]
+    if args.list:
+        for j in todo:
+            print(j["curve"], j["labels"], j["epochs"], j["seed"])
+        return
+    raw = yaml.safe_load(args.params.read_text())
+    results = []
+    for job in todo:
+        job["overrides"].update(extra)
+        results.append(run_job(job, raw, args.source, args.scratch))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")  # after every job: a killed shard keeps its part
+
+
+if __name__ == "__main__":
+    main()
