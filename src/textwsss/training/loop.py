@@ -202,7 +202,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
                             pin_memory=device.type == "cuda", persistent_workers=False)
         net.train()
         sums: dict[str, float] = {}
-        n = 0
+        counts: dict[str, int] = {}
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not env.main or None, leave=False)
         for batch in bar:
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -212,7 +212,8 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
                 values_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                losses = {**losses, "grad_norm": values_norm}
+                if torch.isfinite(values_norm):  # AMP: an overflow step (inf/nan) is skipped by the scaler
+                    losses = {**losses, "grad_norm": values_norm}
             scaler.step(optimizer)
             scaler.update()
             # The base rate this step used (params lr under the poly schedule); groups run at lr x lr_mult.
@@ -222,7 +223,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
             values = {k: float(v.detach()) for k, v in losses.items()}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
-            n += 1
+                counts[k] = counts.get(k, 0) + 1
             step += 1
             bar.set_postfix(loss=f"{values['total']:.4f}")
             if live is not None:
@@ -230,7 +231,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
                     live.log_metric(f"train/{k}", v)
                 live.log_metric("train/lr", step_lr)
                 live.next_step()
-        means = env.mean({k: v / max(n, 1) for k, v in sums.items()})
+        means = env.mean({k: v / counts[k] for k, v in sums.items()})
         log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
                  ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
         seconds += time.perf_counter() - epoch_start
