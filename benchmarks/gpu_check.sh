@@ -3,6 +3,7 @@
 # (scripts/seg_curve.py) sharded over parallel processes on the one GPU.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [CURVE_SECONDS]
+#   STAGES=0 SHARDS=6 CURVE_ARGS="--curves lowres --max-epochs 40" bash benchmarks/gpu_check.sh OUT_DIR 170
 #
 # Expects, below the repository root (copied there by hand; see the README's "GPU" section):
 #   .devcarry/voc-mini   the data root          .devcarry/whl   wheels missing on the machine (pip install there)
@@ -36,6 +37,7 @@ fi
 nvidia-smi -L | tee "$OUT/gpu.txt"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" | tee -a "$OUT/gpu.txt"
 
+if [ "${STAGES:-1}" = 1 ]; then
 mkdir -p data
 cp -r .devcarry/ws/data/prepared data/
 $PY - "$ROOT" <<'EOF'
@@ -62,15 +64,18 @@ for stage in train_cam_baseline train_cam make_cam eval_cam; do
   tail -3 "$OUT/$stage.log"
 done
 cp reports/metrics/cam.json "$OUT/cam_gpu.json" 2>/dev/null
+fi
 
 # the curve: shards in parallel on the one GPU; each writes its results after every job
 unset TEXTWSSS_PARAMS
 pids=()
-for i in 0 1 2 3; do
+SHARDS=${SHARDS:-4}
+for i in $(seq 0 $((SHARDS - 1))); do
+  # shellcheck disable=SC2086
   timeout "$CURVE_SECONDS" $PY scripts/seg_curve.py --source .devcarry/ws --scratch /tmp/curve \
-    --out "$OUT/curve_$i.json" --shard "$i/4" \
-    --set device=cuda data.workers=3 "data.root=$ROOT/.devcarry/voc-mini" > "$OUT/curve_$i.log" 2>&1 &
+    --out "$OUT/curve_$i.json" --shard "$i/$SHARDS" ${CURVE_ARGS:-} \
+    --set device=cuda data.workers=$((12 / SHARDS)) "data.root=$ROOT/.devcarry/voc-mini" > "/tmp/curve_$i.log" 2>&1 &
   pids+=($!)
 done
 wait "${pids[@]}"
-grep -h "val mIoU" "$OUT"/curve_*.log | grep seg_curve
+grep -h "seg_curve" /tmp/curve_*.log; tail -n 3 /tmp/curve_0.log
