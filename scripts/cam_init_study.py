@@ -23,12 +23,12 @@ RECIPES = [
            "CLIMS from ImageNet, official reduction", seeds=[0]),
     Recipe("cam-clims-baseline-official", {"cam.init": "baseline", "clims.reduction": "official"},
            "CLIMS fine-tuning the baseline, official reduction"),
-    Recipe("cam-clims-baseline-official-lr2.5e-4", {"cam.init": "baseline", "clims.reduction": "official",
-                                                    "train_cam.lr": 0.00025},
-           "the same at the official fine-tuning rate 2.5e-4 (backbone; head x10)", seeds=[0]),
     Recipe("cam-clims-baseline-official-input", {"cam.init": "baseline", "clims.reduction": "official",
                                                  "clims.input_mode": "official"},
-           "the same with the official matcher input (ImageNet-normalised image x map)", seeds=[0]),
+           "the same with the official matcher input (ImageNet-normalised image x map)"),
+    Recipe("cam-clims-baseline-official-input-lr2.5e-4", {"cam.init": "baseline", "clims.reduction": "official",
+                                                          "clims.input_mode": "official", "train_cam.lr": 0.00025},
+           "the same at the official fine-tuning rate 2.5e-4 (head x10)", seeds=[0]),
 ]
 FILES = {"cam": "reports/metrics/cam.json", "pseudo": "reports/metrics/pseudo_labels.json"}
 TARGETS = ["eval_cam", "pseudo_labels"]
