@@ -21,6 +21,24 @@ def test_paper_config_is_valid():
     assert p.guide.kind == "open_clip"
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def test_quality_profile_changes_only_the_segmentation_recipe():
+    """configs/voc-mini-quality.yaml is the demo with a longer segmentation recipe: a default changed in
+    params.yaml and forgotten there would make the two runs differ in more than the README says."""
+    demo = _flat(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    quality = _flat(yaml.safe_load((ROOT / "configs" / "voc-mini-quality.yaml").read_text()))
+    load_params(ROOT / "configs" / "voc-mini-quality.yaml")
+    assert demo.keys() == quality.keys()
+    changed = {k for k in demo if demo[k] != quality[k]}
+    assert changed and all(k.startswith(("train_seg.", "eval_seg.", "seg.")) for k in changed), changed
+
+
 @pytest.mark.parametrize("raw, path, words", [
     ({"train_cam": {"lrr": 0.1}}, "train_cam.lrr", "unknown key"),
     ({"clims": {"gamma": "high"}}, "clims.gamma", "'high'"),
