@@ -91,7 +91,8 @@ def report(results: list[dict], out: Path) -> str:
         m = [r["miou"] for r in rs]
         minutes = rs[0]["steps"] * STEP_SECONDS_2CORES[rs[0]["crop"]] / 60
         lines.append(f"| {curve} | {labels} | {epochs} | {rs[0]['steps']} | {minutes:.1f} | "
-                     f"{' / '.join(f'{v:.1f}' for v in m)} | {statistics.mean(m):.1f} ({max(m) - min(m):.1f}) |")
+                     f"{' / '.join(f'{v:.1f}' for v in m)} | {statistics.mean(m):.1f} "
+                     f"({f'{max(m) - min(m):.1f}' if len(m) > 1 else '1 seed'}) |")
     for k, labels in enumerate(("gt", "pseudo")):
         for curve in dict.fromkeys(c for c, lab, _ in groups if lab == labels):
             pts = sorted((groups[key][0]["steps"] * STEP_SECONDS_2CORES[groups[key][0]["crop"]] / 60,
