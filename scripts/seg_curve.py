@@ -29,16 +29,12 @@ from textwsss.params import parse_params  # noqa: E402
 from textwsss.pipeline import eval_seg, train_seg  # noqa: E402
 from textwsss.pipeline.workspace import Workspace  # noqa: E402
 
+from seg_recipe_study import BASE as STUDY_BASE, LOW_RES  # noqa: E402  (scripts/ is on the path)
+
 log = logging.getLogger("seg_curve")
 
-#: The recipe every curve starts from: the defaults before the recipe study (scripts/seg_recipe_study.py BASE).
-BASE = {"seg.init": "imagenet", "seg.backbone": "efficientnet_lite0", "seg.aspp_channels": 128,
-        "seg.decoder_channels": 96, "train_seg.batch_size": 8, "train_seg.lr": 0.01,
-        "train_seg.backbone_lr_mult": 0.1, "train_seg.crop_size": 256, "train_seg.scale_range": [0.5, 1.0],
-        "train_seg.freeze_stages": 0, "train_seg.freeze_batchnorm": False, "train_seg.loss": "ce",
-        "eval_seg.max_side": 0, "eval_seg.scales": [1.0], "eval_seg.flip": False,
-        "eval_seg.postprocess_crf": False, "eval_seg.figures": 0}
-LOW_RES = {"train_seg.crop_size": 192, "train_seg.scale_range": [0.35, 0.7], "eval_seg.max_side": 320}
+#: The recipe every curve starts from: the study's (the defaults before it), without figures.
+BASE = {**STUDY_BASE, "eval_seg.figures": 0}
 
 #: name -> (overrides, epochs of the curve, seeds), in the order they run (the most telling first)
 CURVES: dict[str, tuple[dict, list[int], list[int]]] = {
