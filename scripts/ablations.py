@@ -1,0 +1,96 @@
+"""The README's ablation table: each CLIMS term, the pseudo-label CRF modes, the ground-truth upper bound and the
+TAS options, each one change from the committed params.yaml, through the whole DAG.
+
+    python scripts/ablations.py [--seeds 0] [--dry-run]
+
+Every row runs as `dvc exp run -n <name>-s<seed> -S ...` (scripts/exp_grid.py) from a repository whose
+`dvc repro` is done: only the stages that read the changed key (and what follows them) rerun. Writes
+reports/studies/ablations.md (and .json) with the committed workspace's own metrics as the first row.
+Rerunning it skips the experiments that exist already.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from exp_grid import ROOT, Recipe, experiments, main_logging, metric, run_grid
+
+RECIPES = [
+    Recipe("clims-no-otm", {"clims.alpha": 0.0}, "CLIMS without OTM"),
+    Recipe("clims-no-btm", {"clims.beta": 0.0}, "CLIMS without BTM"),
+    Recipe("clims-no-cbs", {"clims.gamma": 0.0}, "CLIMS without CBS"),
+    Recipe("clims-no-reg", {"clims.delta": 0.0}, "CLIMS without REG"),
+    Recipe("crf-none", {"pseudo_labels.mode": "none"}, "no CRF (CAM argmax, background 0.15)"),
+    Recipe("crf-prob", {"pseudo_labels.mode": "prob"}, "CRF on probabilities (CLIP-ES style)"),
+    Recipe("seg-gt-labels", {"seg.labels": "gt"}, "upper bound: train_seg on the train masks"),
+    Recipe("tas-no-rectifier", {"tas.rectifier": False}, "TAS without the spatial rectifier"),
+    Recipe("tas-no-negatives", {"tas.negatives": False}, "TAS without the N-score"),
+]
+FILES = {"cam": "reports/metrics/cam.json", "pseudo": "reports/metrics/pseudo_labels.json",
+         "seg": "reports/metrics/seg.json", "tas": "reports/metrics/tas.json"}
+COLUMNS = "| experiment | command | CAM mIoU (train) | pseudo-label mIoU (train; % ignored) | val mIoU (pixel acc) | TAS mIoU / oIoU |"
+
+
+def _num(value, fmt="{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def row_cells(metrics: dict) -> dict:
+    """The table's metric cells from {file: metrics} (an experiment's or the workspace's)."""
+    exp = {"metrics": metrics}
+    ignored = metric(exp, FILES["pseudo"], "ignore_ratio")
+    pseudo = _num(metric(exp, FILES["pseudo"], "miou"))
+    if ignored is not None:
+        pseudo += f" ({100 * ignored:.1f}%)"
+    seg = _num(metric(exp, FILES["seg"], "miou"))
+    if metric(exp, FILES["seg"], "pixel_acc") is not None:
+        seg += f" ({metric(exp, FILES['seg'], 'pixel_acc'):.1f})"
+    tas = f"{_num(metric(exp, FILES['tas'], 'miou'))} / {_num(metric(exp, FILES['tas'], 'oiou'))}"
+    return {"cam": _num(metric(exp, FILES["cam"], "miou")), "pseudo": pseudo, "seg": seg, "tas": tas}
+
+
+def workspace_metrics() -> dict:
+    out = {}
+    for file in FILES.values():
+        path = ROOT / file
+        out[file] = json.loads(path.read_text()) if path.exists() else {}
+    return out
+
+
+def table(seeds: list[int]) -> tuple[str, list[dict]]:
+    exps = experiments()
+    base = row_cells(workspace_metrics())
+    lines = [COLUMNS, "|---|---|---|---|---|---|",
+             f"| defaults (the workspace) | `dvc repro` | {base['cam']} | {base['pseudo']} | {base['seg']} | {base['tas']} |"]
+    rows = [{"recipe": "defaults", **base}]
+    for r in RECIPES:
+        for s in r.seeds if r.seeds is not None else seeds:
+            name = f"{r.name}-s{s}"
+            found = exps.get(name)
+            cells = row_cells(found["metrics"]) if found else {k: "not run" for k in ("cam", "pseudo", "seg", "tas")}
+            command = " ".join(r.command(s, []))
+            rows.append({"recipe": name, "note": r.note, "overrides": r.overrides, **cells})
+            lines.append(f"| {r.note} (seed {s}) | `{command}` | {cells['cam']} | {cells['pseudo']} | "
+                         f"{cells['seg']} | {cells['tas']} |")
+    return "\n".join(lines), rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args()
+    main_logging()
+    run_grid(RECIPES, args.seeds, [], dry_run=args.dry_run)
+    if args.dry_run:
+        return
+    text, rows = table(args.seeds)
+    out = ROOT / "reports" / "studies"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablations.md").write_text(f"# Ablations (voc-mini; one change each from params.yaml)\n\n{text}\n")
+    (out / "ablations.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
