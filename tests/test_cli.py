@@ -120,3 +120,28 @@ def test_predict_on_a_24_megapixel_photo_stays_under_2_gb(checkpoint, tmp_path):
     assert read_mask(tmp_path / "pred" / "big.png").shape == (4000, 6000)  # labels at the photo's own size
     assert peak_kb < 2 * 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"
     print(f"24-megapixel predict: peak RSS {peak_kb / 1024:.0f} MB")
+
+
+def test_predict_with_the_class_gate_paints_the_matchers_class_only(checkpoint, root, tmp_path):
+    # a threshold no softmax presence score reaches: each image keeps only the matcher's best class
+    from textwsss.guide.factory import matcher_from_params
+    from textwsss.params import load_params
+    from textwsss.zeroshot.presence import presence_scores
+
+    path, _ = checkpoint
+    gated, plain = tmp_path / "gated", tmp_path / "plain"
+    images = str(root / "JPEGImages")
+    assert main(["predict", "--checkpoint", str(path), images, "--out", str(plain)]) == 0
+    assert main(["predict", "--checkpoint", str(path), images, "--out", str(gated), "--class-gate", "1.0"]) == 0
+    params = load_params()
+    matcher = matcher_from_params(params, VOC, "cpu")
+    background = matcher.check_concepts(params.zeroshot.background_words, background=True)
+    changed = 0
+    for png in sorted(gated.glob("*.png")):
+        image = read_image(root / "JPEGImages" / f"{png.stem}.jpg")
+        best = int(presence_scores(matcher, [image], list(VOC.prompts), background)[0].argmax())
+        labels = read_mask(png)
+        assert set(np.unique(labels)) <= {0, best + 1}, png
+        changed += int((labels != read_mask(plain / png.name)).any())
+    assert changed > 0  # the untrained model paints other classes than the matcher's
+    assert main(["predict", "--checkpoint", str(path), images, "--out", str(gated), "--class-gate", "2"]) == 1

@@ -29,7 +29,7 @@ TINY = {
     "pseudo_labels": {"workers": 1, "crf": {"iterations": 1}},
     "seg": {"aspp_channels": 16, "decoder_channels": 16},
     "train_seg": {"epochs": 1, "batch_size": 4, "crop_size": 64, "scale_range": [0.15, 0.15]},
-    "eval_seg": {"figures": 1, "max_side": 64},
+    "eval_seg": {"figures": 1, "max_side": 64, "class_gate": "matcher"},
     "zeroshot": {"max_side": 64},
     "tas": {"max_masks": 4, "max_side": 64, "captioner": False, "use_seg_model": True},
 }
@@ -137,7 +137,9 @@ def test_voc_aug_whole_dag_on_train_aug(voc_mini, tmp_path):
     assert cam["n_images"] == 4 and "aeroplane" in cam["per_class"] and cam["miou"] is not None
     assert _metrics(ws, "pseudo_labels")["n_images"] == 4
     assert len(list(ws.pseudo_labels.glob("*.png"))) == 8  # pseudo-labels of all train_aug images
-    assert _metrics(ws, "seg")["n_images"] == 4
+    seg = _metrics(ws, "seg")
+    assert seg["n_images"] == 4 and seg["ungated"]["miou"] is not None
+    assert 0 < seg["class_gate"]["threshold"] < 1 and seg["class_gate"]["class_f1_val"] is not None
 
 
 # ---- coco ----------------------------------------------------------------------------------------------------
@@ -210,6 +212,7 @@ def test_coco_whole_dag_names_coco_classes(voc_mini, tmp_path):
     for name in ("cam", "pseudo_labels", "seg"):
         per_class = _metrics(ws, name)["per_class"]
         assert "airplane" in per_class and "aeroplane" not in per_class and len(per_class) == 81, name
+    assert len(_metrics(ws, "seg")["ungated"]["per_class"]) == 81  # the class gate ran on COCO's classes
     model, _ = load_model(ws.model_dir("train_seg") / "model.pt")
     assert model.classes.num_classes == 80 and model.classes.names[62] == "tv"
     labels = json.loads((ws.plots / "seg_confusion.json").read_text())["labels"]

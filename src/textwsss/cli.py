@@ -4,6 +4,9 @@ checkpoint carries its architecture and its class list).
     textwsss predict --checkpoint data/train_seg/model.pt IMAGE_OR_FOLDER [...] --out predictions/
     textwsss evaluate --checkpoint data/train_seg/model.pt --root ../shared/voc-mini --split val --out val.json
 
+With --class-gate T (the threshold eval_seg tuned: reports/metrics/seg.json, class_gate.threshold) the model
+paints only the classes the text-image matcher of params.yaml (guide) finds in each image, as eval_seg scores it.
+
 predict writes a label PNG and an overlay for every readable image, and at the end names every file it could
 not read (exit status 1 when there was one). Images are processed one at a time at a working size capped by
 --max-side, so memory stays bounded whatever the number and the size of the images.
@@ -47,6 +50,23 @@ def _output_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
+def _gate(args, classes, device):
+    """The class gate of --class-gate, its matcher built from --params (guide, clims.synonyms,
+    zeroshot.background_words); None without --class-gate."""
+    if args.class_gate is None:
+        return None
+    if not 0.0 <= args.class_gate <= 1.0:
+        raise ValueError(f"--class-gate: expected a presence threshold in [0, 1], got {args.class_gate}")
+    from .guide.factory import matcher_from_params
+    from .params import load_params
+    from .zeroshot.class_gate import ClassGate
+
+    params = load_params(args.params)
+    matcher = matcher_from_params(params, classes, device)
+    background = matcher.check_concepts(params.zeroshot.background_words, background=True)
+    return ClassGate(matcher, list(classes.prompts), background, args.class_gate, None)
+
+
 def _crf(args):
     if not args.crf:
         return None
@@ -67,6 +87,7 @@ def predict(args) -> int:
     files, bad = _inputs(args.inputs)
     model, _ = load_model(args.checkpoint, args.device)
     classes = model.classes
+    gate = _gate(args, classes, args.device)
     model = inference_copy(model, args.device)
     out = Path(args.out)
     names = _output_names(files)
@@ -78,7 +99,8 @@ def predict(args) -> int:
             bad.append((f, str(err).removeprefix(f"{f}: ")))
             continue
         labels = predict_labels(model, image, classes, scales=args.scales, flip=args.flip, crf=_crf(args),
-                                max_side=args.max_side, device=args.device)
+                                max_side=args.max_side, keep=gate.classes(image) if gate is not None else None,
+                                device=args.device)
         save_label_png(out / f"{names[f]}.png", labels)
         save_overlay(out / f"{names[f]}_overlay.jpg", image, labels)
         del image, labels
@@ -107,7 +129,8 @@ def evaluate(args) -> int:
         prepare_dataset(data, Path(tmp) / "prepared", roles=("val",))  # every bad file named before any scoring
         dataset = read_prepared(Path(tmp) / "prepared", data.root_path())
         summary, _ = evaluate_model(model, dataset, dataset.ids("val"), classes, scales=args.scales, flip=args.flip,
-                                    crf=_crf(args), max_side=args.max_side, device=args.device)
+                                    crf=_crf(args), max_side=args.max_side, gate=_gate(args, classes, args.device),
+                                    device=args.device)
     write_json(args.out, summary)
     if summary["miou"] is None:
         log.error("no image of split '%s' has a mask: nothing to score", args.split)
@@ -127,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale inference")
     common.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     common.add_argument("--crf", action="store_true", help="dense-CRF post-processing")
+    common.add_argument("--class-gate", type=float, default=None, metavar="T",
+                        help="paint only the classes whose matcher presence score reaches T (eval_seg's tuned "
+                             "value: reports/metrics/seg.json class_gate.threshold)")
+    common.add_argument("--params", default=None,
+                        help="params file whose guide section builds the matcher of --class-gate "
+                             "(default: the repository's params.yaml)")
     p = sub.add_parser("predict", parents=[common], help="label PNGs and overlays for images or folders")
     p.add_argument("inputs", nargs="+", help="images and/or folders of images (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")

@@ -86,26 +86,50 @@ def upsample_argmax(probs: np.ndarray, size: tuple[int, int], rows_per_band: int
     return out
 
 
+def predict_probs(model, image: np.ndarray, classes: ClassList, *, scales: Sequence[float] = (1.0,),
+                  flip: bool = False, max_side: int = 0,
+                  device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(the image at its working size, (num_labels, h, w) label probabilities at that size): the image is
+    downscaled so its long side is at most `max_side` (0: as it is), so memory stays bounded."""
+    h, w = image.shape[:2]
+    small = working_size(h, w, max_side)
+    work = image if small == (h, w) else _resize(image, small)
+    return work, class_probabilities(model, work, classes, scales, flip, device)
+
+
+def labels_from_probs(work: np.ndarray, probs: np.ndarray, size: tuple[int, int], *, crf=None,
+                      keep: Sequence[int] | None = None) -> np.ndarray:
+    """uint8 label map at `size` from predict_probs' output.
+
+    keep: the class indices (0-based, background excluded) that may be painted, e.g. a class gate's; the other
+    classes' probabilities are zeroed before the CRF and the argmax. crf: a CRFParams to refine the probabilities.
+    """
+    if keep is not None:
+        allowed = np.zeros(probs.shape[0], dtype=bool)
+        allowed[0] = True
+        allowed[np.asarray(list(keep), dtype=np.int64) + 1] = True
+        probs = np.where(allowed[:, None, None], probs, 0.0).astype(np.float32)
+        probs /= np.maximum(probs.sum(0, keepdims=True), 1e-12)
+    if crf is not None:
+        from .crf import crf_from_probs
+
+        probs = crf_from_probs(work, probs, crf)
+    if tuple(size) == probs.shape[1:]:
+        return probs.argmax(0).astype(np.uint8)
+    return upsample_argmax(probs, size)
+
+
 def predict_labels(model, image: np.ndarray, classes: ClassList, *, scales: Sequence[float] = (1.0,),
-                   flip: bool = False, crf=None, max_side: int = 0,
+                   flip: bool = False, crf=None, max_side: int = 0, keep: Sequence[int] | None = None,
                    device: str | torch.device = "cpu") -> np.ndarray:
     """uint8 (H, W) label map of `image` (H, W, 3) uint8.
 
     crf: a CRFParams to refine the probabilities, or None. max_side: the model sees the image downscaled so its
     long side is at most this (0: as it is); the labels come back at the image's own size, so memory stays
-    bounded whatever the image size.
+    bounded whatever the image size. keep: only these class indices may be painted (labels_from_probs).
     """
-    h, w = image.shape[:2]
-    small = working_size(h, w, max_side)
-    work = image if small == (h, w) else _resize(image, small)
-    probs = class_probabilities(model, work, classes, scales, flip, device)
-    if crf is not None:
-        from .crf import crf_from_probs
-
-        probs = crf_from_probs(work, probs, crf)
-    if small == (h, w):
-        return probs.argmax(0).astype(np.uint8)
-    return upsample_argmax(probs, (h, w))
+    work, probs = predict_probs(model, image, classes, scales=scales, flip=flip, max_side=max_side, device=device)
+    return labels_from_probs(work, probs, image.shape[:2], crf=crf, keep=keep)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
