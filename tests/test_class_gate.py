@@ -10,7 +10,7 @@ from textwsss.models.checkpoints import load_model, save_model
 from textwsss.models.factory import build_deeplab
 from textwsss.pipeline.eval_seg import evaluate_model
 from textwsss.segment import labels_from_probs
-from textwsss.zeroshot.class_gate import ClassGate
+from textwsss.zeroshot.class_gate import ClassGate, LabelGate
 
 
 def test_labels_from_probs_paints_only_kept_classes():
@@ -83,3 +83,10 @@ def test_evaluate_model_scores_the_gated_labels_and_the_models_own(voc_data, tmp
     assert gated["ungated"]["miou"] == pytest.approx(plain["miou"])
     assert gated["class_gate"]["class_f1_val"] == pytest.approx(100.0)
     assert "ungated" not in plain and "class_gate" not in plain
+    # eval_seg.class_gate: labels is the same oracle, keyed by image id
+    labelled, labelled_matrix = evaluate_model(model, voc_data, ids, model.classes, max_side=96,
+                                               gate=LabelGate(dict(voc_data.labels)))
+    np.testing.assert_array_equal(labelled_matrix, matrix)
+    assert labelled["class_gate"]["kind"] == "labels"
+    with pytest.raises(ValueError, match="no image-level labels"):
+        LabelGate({}).classes(np.zeros((2, 2, 3), np.uint8), "2007_000033")

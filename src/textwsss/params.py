@@ -297,7 +297,7 @@ class EvalSegParams(Section):
     postprocess_crf: bool = False
     crf: CRFParams = DEEPLAB_CRF
     max_side: NonNegInt = 0  # the model sees images downscaled to this long side (0: as they are)
-    class_gate: Literal["none", "matcher"] = "none"  # matcher: paint only the classes the matcher finds
+    class_gate: Literal["none", "matcher", "labels"] = "none"  # matcher: only classes the matcher finds; labels: analysis
     figures: NonNegInt = 6
 
 

@@ -17,7 +17,7 @@ from ..models.checkpoints import load_model
 from ..models.runtime import for_inference, image_probe
 from ..params import resolve_device
 from ..segment import labels_from_probs, predict_probs
-from ..zeroshot.class_gate import ClassGate, tune_on_split
+from ..zeroshot.class_gate import ClassGate, LabelGate, tune_on_split
 from ..viz import confusion_figure, label_figure, pick_figure_ids
 from .workspace import Workspace
 
@@ -32,7 +32,7 @@ def inference_copy(model, device):
 
 def evaluate_model(model, data: PreparedDataset, ids: Sequence[str], classes: ClassList, *,
                    scales: Sequence[float] = (1.0,), flip: bool = False, crf=None, max_side: int = 0,
-                   gate: ClassGate | None = None, device="cpu", figures_dir: Path | None = None,
+                   gate: ClassGate | LabelGate | None = None, device="cpu", figures_dir: Path | None = None,
                    figure_ids: Sequence[str] = ()) -> tuple[dict, np.ndarray | None]:
     """Scores the model on the `ids` that have masks: (summary with miou/pixel_acc/per_class/n_images, confusion
     matrix); figures for `figure_ids` (with the mask where there is one). Without masked ids: None scores.
@@ -50,7 +50,7 @@ def evaluate_model(model, data: PreparedDataset, ids: Sequence[str], classes: Cl
         image = data.read_image(i)
         work, probs = predict_probs(model, image, classes, scales=scales, flip=flip, max_side=max_side,
                                     device=device)
-        keep = gate.classes(image) if gate is not None else None
+        keep = gate.classes(image, i) if gate is not None else None
         pred = labels_from_probs(work, probs, image.shape[:2], crf=crf, keep=keep)
         own = labels_from_probs(work, probs, image.shape[:2], crf=crf) if gate is not None else None
         gt = data.read_mask(i) if data.has_mask(i) else None
@@ -77,10 +77,13 @@ def evaluate_model(model, data: PreparedDataset, ids: Sequence[str], classes: Cl
     return out, cm.matrix
 
 
-def class_gate(params, data: PreparedDataset, device) -> ClassGate | None:
-    """eval_seg.class_gate's gate, tuned on the train images' image-level labels; None for 'none'."""
+def class_gate(params, data: PreparedDataset, device) -> ClassGate | LabelGate | None:
+    """eval_seg.class_gate's gate: matcher (tuned on the train images' image-level labels), labels (each val
+    image's own: analysis only), or None."""
     if params.eval_seg.class_gate == "none":
         return None
+    if params.eval_seg.class_gate == "labels":
+        return LabelGate(dict(data.labels))
     from ..guide.factory import matcher_from_params
 
     matcher = matcher_from_params(params, data.classes, device)

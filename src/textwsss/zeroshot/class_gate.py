@@ -45,7 +45,7 @@ class ClassGate:
         """(K,) presence score of each class in the whole image."""
         return presence_scores(self.matcher, [image], self.class_concepts, self.background_concepts)[0]
 
-    def classes(self, image: np.ndarray) -> list[int]:
+    def classes(self, image: np.ndarray, image_id: str | None = None) -> list[int]:
         """The class indices the segmentation model may paint in `image` (never empty)."""
         return predict_classes(self.scores(image)[None], self.threshold)[0]
 
@@ -65,3 +65,19 @@ def tune_on_split(matcher, data, role: str, background_words: Sequence[str]) -> 
     images = (data.read_image(i) for i in tqdm(ids, desc="class gate (tuning)", unit="img", disable=None))
     return ClassGate.tune(matcher, list(data.classes.prompts), background_words, images,
                           [data.labels[i] for i in ids])
+
+
+@dataclass
+class LabelGate:
+    """An analysis gate (eval_seg.class_gate: labels): each scored image's own image-level labels. It tells how
+    much of the model's error is painting the wrong classes; a model in use has no labels, so it is never a
+    result to compare with."""
+    labels: dict
+
+    def classes(self, image: np.ndarray, image_id: str | None = None) -> list[int]:
+        if image_id not in self.labels:
+            raise ValueError(f"class gate 'labels': image {image_id!r} has no image-level labels")
+        return list(self.labels[image_id])
+
+    def summary(self, predicted: Sequence[Sequence[int]] = (), labels: Sequence[Sequence[int]] = ()) -> dict:
+        return {"kind": "labels", "note": "each image's own labels: an upper bound of any class gate"}
