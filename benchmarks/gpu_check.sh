@@ -4,6 +4,8 @@
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [CURVE_SECONDS]
 #   STAGES=0 SHARDS=6 CURVE_ARGS="--curves lowres --max-epochs 40" bash benchmarks/gpu_check.sh OUT_DIR 170
+#   STAGES=0 GATE=1 SHARDS=0 bash benchmarks/gpu_check.sh OUT_DIR   # train_seg + eval_seg with the class gate,
+#                                                                    # and a profile of make_cam, on CUDA
 #
 # Expects, below the repository root (copied there by hand; see the README's "GPU" section):
 #   .devcarry/voc-mini   the data root          .devcarry/whl   wheels missing on the machine (pip install there)
@@ -66,6 +68,37 @@ done
 cp reports/metrics/cam.json "$OUT/cam_gpu.json" 2>/dev/null
 fi
 
+if [ "${GATE:-0}" = 1 ]; then
+  mkdir -p data
+  cp -r .devcarry/ws/data/prepared .devcarry/ws/data/pseudo_labels .devcarry/ws/data/train_cam data/
+  $PY - "$ROOT" <<'EOF'
+import sys, yaml, pathlib
+root = pathlib.Path(sys.argv[1])
+p = yaml.safe_load((root / "params.yaml").read_text())
+p["device"] = "cuda"
+p["data"]["root"] = str(root / ".devcarry" / "voc-mini")
+p["data"]["workers"] = 4
+p["make_cam"]["max_pixels"] = 0
+(root / ".devcarry" / "params_gate.yaml").write_text(yaml.safe_dump(p))
+EOF
+  export TEXTWSSS_PARAMS=$ROOT/.devcarry/params_gate.yaml PYTHONUNBUFFERED=1
+  for stage in train_seg eval_seg; do
+    SECONDS=0
+    $PY stages/$stage.py > "$OUT/$stage.log" 2>&1
+    echo "$stage rc=$? seconds=$SECONDS" | tee -a "$OUT/stages.txt"
+    grep -v "it/s\\|img/s" "$OUT/$stage.log" | tail -4
+  done
+  cp reports/metrics/seg.json "$OUT/seg_gate_gpu.json" 2>/dev/null
+  SECONDS=0
+  $PY -m cProfile -o "$OUT/make_cam.prof" stages/make_cam.py > "$OUT/make_cam.log" 2>&1
+  echo "make_cam (cProfile) rc=$? seconds=$SECONDS" | tee -a "$OUT/stages.txt"
+  $PY -c "import pstats,sys; pstats.Stats(sys.argv[1]).sort_stats('tottime').print_stats(30)" "$OUT/make_cam.prof" \
+    > "$OUT/make_cam_profile.txt" 2>&1
+  head -60 "$OUT/make_cam_profile.txt" | tail -40
+  unset TEXTWSSS_PARAMS
+fi
+
+[ "${SHARDS:-4}" = 0 ] && exit 0
 # the curve: shards in parallel on the one GPU; each writes its results after every job
 unset TEXTWSSS_PARAMS
 pids=()

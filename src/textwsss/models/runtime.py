@@ -25,9 +25,13 @@ LAYOUT = torch.channels_last
 FOLD_RTOL = 1e-4  # of the output's largest magnitude
 
 
-def place(module: nn.Module, device: str | torch.device) -> nn.Module:
-    """`module` (moved in place) on `device`, its convolution weights in channels-last layout."""
-    return module.to(device, memory_format=LAYOUT)
+def place(module: nn.Module, device: str | torch.device, *, varying_shapes: bool = False) -> nn.Module:
+    """`module` (moved in place) on `device`, its convolution weights in channels-last layout; NCHW instead on
+    CUDA for `varying_shapes` (inference over images of many sizes). There cuDNN pays about a second per new
+    input shape to choose the kernels of a channels-last dilated depthwise network, and ~0.03 s in NCHW
+    (H200: make_cam took 176 s for 148 images, benchmarks/gpu_check.sh GATE=1 shows it now)."""
+    cuda_varying = varying_shapes and torch.device(device).type == "cuda"
+    return module.to(device, memory_format=torch.contiguous_format if cuda_varying else LAYOUT)
 
 
 def fold_batchnorm(model: nn.Module) -> int:
@@ -68,7 +72,7 @@ def for_inference(model: nn.Module, device: str | torch.device,
     probe(net) -> output on a fixed input: when given, the folded copy must reproduce the original's output
     (relative 1e-4), otherwise the unfolded copy is returned with a warning. Without a probe nothing is folded.
     """
-    plain = place(copy.deepcopy(model), device).eval()
+    plain = place(copy.deepcopy(model), device, varying_shapes=True).eval()
     if probe is None:
         return plain
     folded = copy.deepcopy(plain)
