@@ -26,6 +26,7 @@ class Recipe:
     overrides: dict = field(default_factory=dict)
     note: str = ""
     seeds: list[int] | None = None  # None: the study's seeds
+    targets: list[str] | None = None  # None: the study's stages
 
     def command(self, seed: int, targets: list[str]) -> list[str]:
         cmd = ["dvc", "exp", "run", "-n", f"{self.name}-s{seed}", "-S", f"seed={seed}"]
@@ -63,7 +64,7 @@ def run_grid(recipes: list[Recipe], seeds: list[int], targets: list[str], dry_ru
     for recipe in recipes:
         for seed in recipe.seeds if recipe.seeds is not None else seeds:
             name = f"{recipe.name}-s{seed}"
-            cmd = recipe.command(seed, targets)
+            cmd = recipe.command(seed, recipe.targets if recipe.targets is not None else targets)
             if name in done:
                 log.info("%s: done before, kept", name)
                 continue
