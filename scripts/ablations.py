@@ -74,6 +74,8 @@ def table(seeds: list[int]) -> tuple[str, list[dict]]:
             name = f"{r.name}-s{s}"
             found = exps.get(name)
             cells = row_cells(found["metrics"]) if found else {k: "not run" for k in ("cam", "pseudo", "seg", "tas")}
+            if found and r.targets == CAM_STAGES:  # the later metric files are the baseline's, not this row's
+                cells.update(seg="–", tas="–")
             command = " ".join(r.command(s, r.targets or []))
             rows.append({"recipe": name, "note": r.note, "overrides": r.overrides, **cells})
             lines.append(f"| {r.note} (seed {s}) | `{command}` | {cells['cam']} | {cells['pseudo']} | "
