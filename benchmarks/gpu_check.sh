@@ -39,55 +39,49 @@ fi
 nvidia-smi -L | tee "$OUT/gpu.txt"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" | tee -a "$OUT/gpu.txt"
 
-if [ "${STAGES:-1}" = 1 ]; then
-mkdir -p data
-cp -r .devcarry/ws/data/prepared data/
-$PY - "$ROOT" <<'EOF'
+cuda_params() {  # $1: the params file to write: params.yaml on CUDA with the carried data; $2: python tweaking p
+$PY - "$ROOT" "$1" "${2:-}" <<'EOF'
 import sys, yaml, pathlib
-root = pathlib.Path(sys.argv[1])
+root, out, tweak = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 p = yaml.safe_load((root / "params.yaml").read_text())
 p["device"] = "cuda"
 p["data"]["root"] = str(root / ".devcarry" / "voc-mini")
 p["data"]["workers"] = 4
+p["make_cam"]["max_pixels"] = 0
+exec(tweak)
+pathlib.Path(out).write_text(yaml.safe_dump(p))
+EOF
+}
+
+run_stages() {  # each stage script of "$@", its log and wall time into $OUT
+  for stage in "$@"; do
+    SECONDS=0
+    $PY stages/$stage.py > "$OUT/$stage.log" 2>&1
+    echo "$stage rc=$? seconds=$SECONDS" | tee -a "$OUT/stages.txt"
+    grep -v "it/s\\|img/s" "$OUT/$stage.log" | tail -3
+  done
+}
+
+if [ "${STAGES:-1}" = 1 ]; then
+  mkdir -p data
+  cp -r .devcarry/ws/data/prepared data/
+  cuda_params "$ROOT/.devcarry/params_gpu.yaml" '
 for s in ("train_cam_baseline", "train_cam"):
     p[s]["epochs"] = 2
     p[s]["amp"] = True
 p["cam"]["init"] = "baseline"
-p["train_cam"]["matcher_batch"] = 0
-p["make_cam"]["max_pixels"] = 0
-(root / ".devcarry" / "params_gpu.yaml").write_text(yaml.safe_dump(p))
-EOF
-export TEXTWSSS_PARAMS=$ROOT/.devcarry/params_gpu.yaml PYTHONUNBUFFERED=1
-for stage in train_cam_baseline train_cam make_cam eval_cam; do
-  SECONDS=0
-  $PY stages/$stage.py > "$OUT/$stage.log" 2>&1
-  rc=$?
-  echo "$stage rc=$rc seconds=$SECONDS" | tee -a "$OUT/stages.txt"
-  tail -3 "$OUT/$stage.log"
-done
-cp reports/metrics/cam.json "$OUT/cam_gpu.json" 2>/dev/null
+p["train_cam"]["matcher_batch"] = 0'
+  export TEXTWSSS_PARAMS=$ROOT/.devcarry/params_gpu.yaml PYTHONUNBUFFERED=1
+  run_stages train_cam_baseline train_cam make_cam eval_cam
+  cp reports/metrics/cam.json "$OUT/cam_gpu.json" 2>/dev/null
 fi
 
 if [ "${GATE:-0}" = 1 ]; then
   mkdir -p data
   cp -r .devcarry/ws/data/prepared .devcarry/ws/data/pseudo_labels .devcarry/ws/data/train_cam data/
-  $PY - "$ROOT" <<'EOF'
-import sys, yaml, pathlib
-root = pathlib.Path(sys.argv[1])
-p = yaml.safe_load((root / "params.yaml").read_text())
-p["device"] = "cuda"
-p["data"]["root"] = str(root / ".devcarry" / "voc-mini")
-p["data"]["workers"] = 4
-p["make_cam"]["max_pixels"] = 0
-(root / ".devcarry" / "params_gate.yaml").write_text(yaml.safe_dump(p))
-EOF
+  cuda_params "$ROOT/.devcarry/params_gate.yaml"
   export TEXTWSSS_PARAMS=$ROOT/.devcarry/params_gate.yaml PYTHONUNBUFFERED=1
-  for stage in train_seg eval_seg; do
-    SECONDS=0
-    $PY stages/$stage.py > "$OUT/$stage.log" 2>&1
-    echo "$stage rc=$? seconds=$SECONDS" | tee -a "$OUT/stages.txt"
-    grep -v "it/s\\|img/s" "$OUT/$stage.log" | tail -4
-  done
+  run_stages train_seg eval_seg
   cp reports/metrics/seg.json "$OUT/seg_gate_gpu.json" 2>/dev/null
   SECONDS=0
   $PY -m cProfile -o "$OUT/make_cam.prof" stages/make_cam.py > "$OUT/make_cam.log" 2>&1
@@ -95,8 +89,8 @@ EOF
   $PY -c "import pstats,sys; pstats.Stats(sys.argv[1]).sort_stats('tottime').print_stats(30)" "$OUT/make_cam.prof" \
     > "$OUT/make_cam_profile.txt" 2>&1
   head -60 "$OUT/make_cam_profile.txt" | tail -40
-  unset TEXTWSSS_PARAMS
 fi
+unset TEXTWSSS_PARAMS
 
 [ "${SHARDS:-4}" = 0 ] && exit 0
 # the curve: shards in parallel on the one GPU; each writes its results after every job
