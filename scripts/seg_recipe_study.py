@@ -1,7 +1,11 @@
 """The segmentation stage's recipe on voc-mini: val mIoU against training minutes, on ground-truth masks and on
 pseudo-labels, for the training budget, resolution, backbone, initialisation, learning rates and BatchNorm.
 
-    python scripts/seg_recipe_study.py [--grid main|budget|eval] [--seeds 0] [--dry-run]
+    python scripts/seg_recipe_study.py [--grid main|demo|eval] [--labels gt pseudo] [--seeds 0] [--dry-run]
+
+Grids: `main` changes one thing of the recipe before this study (10 epochs of 256-crops from ImageNet); `demo`
+changes one thing of the committed params.yaml (the demo's recipe, class gate included), so it says what would
+move today's default; `eval` reruns only eval_seg with each evaluation option on the committed model.
 
 Each recipe runs as DVC experiments up to eval_seg (scripts/exp_grid.py; upstream stages come from the workspace,
 so run it from a repository whose `dvc repro` is done). Writes reports/studies/seg_recipe_<grid>.md/.json and a
@@ -48,6 +52,21 @@ GRIDS: dict[str, list[tuple[str, dict, str]]] = {
         ("lite2", {"seg.backbone": "efficientnet_lite2"}, "EfficientNet-Lite2 backbone"),
         ("balanced", {"train_seg.loss": "balanced_ce"}, "class-balanced cross-entropy"),
     ],
+    # One change each from the committed params.yaml (the demo recipe: 20 epochs of 192-crops, backbone from the
+    # CAM network, class gate). Lite1/Lite2 cannot start from the Lite0 CAM network: they pair with "imagenet".
+    "demo": [
+        ("default", {}, "the committed params.yaml"),
+        ("bb1", {"train_seg.backbone_lr_mult": 1.0}, "backbone at the full learning rate"),
+        ("lr03", {"train_seg.lr": 0.03}, "3x the learning rate"),
+        ("frozenbn", {"train_seg.freeze_batchnorm": True}, "BatchNorm statistics and weights frozen"),
+        ("balanced", {"train_seg.loss": "balanced_ce"}, "class-balanced cross-entropy"),
+        ("imagenet", {"seg.init": "imagenet"}, "backbone from ImageNet instead of the CAM network"),
+        ("lite1", {"seg.init": "imagenet", "seg.backbone": "efficientnet_lite1"},
+         "EfficientNet-Lite1 from ImageNet"),
+        ("lite2", {"seg.init": "imagenet", "seg.backbone": "efficientnet_lite2"},
+         "EfficientNet-Lite2 from ImageNet"),
+        ("e30", {"train_seg.epochs": 30}, "1.5x the epochs"),
+    ],
     # Evaluation options on the model params.yaml trains (run after `dvc repro`: only eval_seg reruns).
     "eval": [
         ("eval-single", {"eval_seg.scales": [1.0], "eval_seg.flip": False, "eval_seg.postprocess_crf": False},
@@ -63,32 +82,48 @@ GRIDS: dict[str, list[tuple[str, dict, str]]] = {
     ],
 }
 #: The params every row of a grid starts from: the pre-study recipe, or (eval) the repository's own params.
-GRID_BASE = {"main": BASE, "eval": {}}
+GRID_BASE = {"main": BASE, "demo": {}, "eval": {}}
+
+
+def committed(key: str):
+    """A params.yaml value at HEAD, by dotted key (what a row without that override runs with)."""
+    import yaml
+
+    value = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for part in key.split("."):
+        value = value[part]
+    return value
 
 
 def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
     exps = experiments()
-    lines = ["| recipe | labels | val mIoU per seed | mean (spread) | pixel acc | train minutes | steps |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | labels | val mIoU per seed | mean (spread) | pixel acc | the network alone (no class gate): "
+             "per seed, mean | train minutes | steps |",
+             "|---|---|---|---|---|---|---|---|"]
     rows = []
     for r in recipes:
         found = [exps.get(f"{r.name}-s{s}") for s in seeds]
         miou = [metric(e, "reports/metrics/seg.json", "miou") if e else None for e in found]
         acc = [metric(e, "reports/metrics/seg.json", "pixel_acc") if e else None for e in found]
+        alone = [metric(e, "reports/metrics/seg.json", "ungated", "miou") if e else None for e in found]
         secs = [metric(e, "reports/train_seg/metrics.json", "seconds") if e else None for e in found]
         o = r.overrides
-        epochs, batch = o.get("train_seg.epochs"), o.get("train_seg.batch_size")
+        epochs = o.get("train_seg.epochs", committed("train_seg.epochs"))
+        batch = o.get("train_seg.batch_size", committed("train_seg.batch_size"))
         steps = epochs * math.ceil(TRAIN_IMAGES / batch) if epochs and batch else None
         have = [v for v in miou if v is not None]
         minutes = statistics.mean([s for s in secs if s is not None]) / 60 if any(secs) else None
         rows.append({"recipe": r.name, "note": r.note, "overrides": o, "seeds": seeds, "miou": miou,
-                     "pixel_acc": acc, "seconds": secs, "steps": steps, "minutes": minutes})
+                     "miou_alone": alone, "pixel_acc": acc, "seconds": secs, "steps": steps, "minutes": minutes})
         mean = f"{statistics.mean(have):.1f} ({max(have) - min(have):.1f})" if have else "-"
         accs = [a for a in acc if a is not None]
         per_seed = " / ".join("-" if v is None else f"{v:.1f}" for v in miou)
         acc_cell = f"{statistics.mean(accs):.1f}" if accs else "-"
         minutes_cell = f"{minutes:.1f}" if minutes else "-"
-        lines.append(f"| {r.name}: {r.note} | {o['seg.labels']} | {per_seed} | {mean} | {acc_cell} | "
+        have_alone = [v for v in alone if v is not None]
+        alone_cell = (" / ".join("-" if v is None else f"{v:.1f}" for v in alone)
+                      + f": {statistics.mean(have_alone):.1f}") if have_alone else "-"
+        lines.append(f"| {r.name}: {r.note} | {o['seg.labels']} | {per_seed} | {mean} | {acc_cell} | {alone_cell} | "
                      f"{minutes_cell} | {steps or '-'} |")
     return "\n".join(lines), rows
 
@@ -100,13 +135,18 @@ def plot(rows: list[dict], path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for labels, marker in (("gt", "s"), ("pseudo", "o")):
-        pts = [(r["minutes"], statistics.mean([m for m in r["miou"] if m is not None]), r["recipe"])
+    series = [(labels, key, marker, fill) for labels, marker in (("gt", "s"), ("pseudo", "o"))
+              for key, fill in (("miou", True), ("miou_alone", False))]
+    for labels, key, marker, fill in series:
+        pts = [(r["minutes"], statistics.mean([m for m in r[key] if m is not None]), r["recipe"])
                for r in rows if r["overrides"]["seg.labels"] == labels and r["minutes"]
-               and any(m is not None for m in r["miou"])]
+               and any(m is not None for m in r.get(key, []))]
         if not pts:
             continue
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=f"{labels} labels")
+        gated = key == "miou" and any(r.get("miou_alone") and any(r["miou_alone"]) for r in rows)
+        label = f"{labels} labels" + (", class gate" if gated else ", the network alone" if key != "miou" else "")
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label,
+                   facecolors=None if fill else "none", edgecolors=None if fill else f"C{len(ax.collections)}")
         for x, y, name in pts:
             ax.annotate(name.split("-", 2)[-1], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("train_seg minutes (2 CPU cores)")
