@@ -133,6 +133,9 @@ def test_score_by_hand(tmp_path):
     assert scores["per_class"]["aeroplane"] == pytest.approx(200 / 3, abs=1e-3)
     assert scores["miou"] == pytest.approx((75 + 200 / 3) / 2)
     assert scores["ignore_ratio"] == pytest.approx(1 / 7)
+    # every pixel with a mask label (7), the ignored one a missed background pixel: background tp 3, union
+    # 4 + 4 - 3 = 5; aeroplane tp 2, union 3 + 2 - 2 = 3 (the prediction at the 255 mask pixel is not scored)
+    assert scores["miou_all_pixels"] == pytest.approx((60 + 200 / 3) / 2)
     assert scores["per_class"]["dog"] is None
     with pytest.raises(FileNotFoundError, match="b"):
         score_pseudo_labels(data, ["a", "b"], tmp_path / "labels")

@@ -179,8 +179,11 @@ def score_pseudo_labels(data: PreparedDataset, ids: Sequence[str], label_dir: Pa
 
     Returns {"miou" (percent over the labels, labels absent from both prediction and mask excluded; None without
     ids), "ignore_ratio" (fraction of pixels with a valid mask label that the pseudo-label marks 255),
-    "per_class" (IoU in percent by label name, None when absent), "pixel_acc", "absent", "n_images"}. Pixels the
-    pseudo-label ignores are left out of the IoU (they are not used in training either).
+    "per_class" (IoU in percent by label name, None when absent), "pixel_acc", "absent", "n_images",
+    "miou_all_pixels"}. Pixels the pseudo-label ignores are left out of "miou" (they are not used in training
+    either), so "miou" scores only the pixels the labels commit to. "miou_all_pixels" scores every pixel with a mask
+    label, an ignored one as a miss of its true class: comparable with full-coverage labels (IRN's random walk,
+    CLIMS's published numbers) and with a segmentation network's mIoU.
     """
     label_dir = Path(label_dir)
     ids = list(ids)
@@ -188,8 +191,13 @@ def score_pseudo_labels(data: PreparedDataset, ids: Sequence[str], label_dir: Pa
     if missing:
         raise FileNotFoundError(f"{label_dir}: no pseudo-label PNG for {len(missing)} ids: {', '.join(missing[:20])}")
     if not ids:
-        return {"miou": None, "ignore_ratio": None, "per_class": {}, "pixel_acc": None, "absent": [], "n_images": 0}
-    matrix = ConfusionMatrix(data.classes.label_names)
+        return {"miou": None, "ignore_ratio": None, "miou_all_pixels": None, "per_class": {}, "pixel_acc": None,
+                "absent": [], "n_images": 0}
+    names = list(data.classes.label_names)
+    matrix = ConfusionMatrix(names)
+    # an extra prediction column for ignored pixels: they count as misses of their true class, not as any
+    # class's false positives
+    everywhere = ConfusionMatrix(names + ["(ignored)"])
     ignored = valid = 0
     for image_id in tqdm(ids, desc="score pseudo-labels", unit="img", disable=None):
         pred = read_mask(label_dir / f"{image_id}.png")
@@ -200,8 +208,12 @@ def score_pseudo_labels(data: PreparedDataset, ids: Sequence[str], label_dir: Pa
         valid += int(scored.sum())
         ignored += int((scored & (pred == IGNORE)).sum())
         matrix.update(pred, np.where(pred == IGNORE, IGNORE, gt))
+        everywhere.update(np.where(pred == IGNORE, len(names), pred), gt)
     summary = matrix.summary()
+    iou_all = everywhere.iou()[:len(names)]
+    present = ~np.isnan(iou_all)
     return {"miou": summary["miou"], "ignore_ratio": ignored / valid if valid else 0.0,
+            "miou_all_pixels": float(100 * iou_all[present].mean()) if present.any() else 0.0,
             "per_class": summary["per_class"], "pixel_acc": summary["pixel_acc"], "absent": summary["absent"],
             "n_images": len(ids)}
 
@@ -226,8 +238,8 @@ def run(params, ws: Workspace) -> None:
     if scores["miou"] is None:
         log.warning("pseudo-labels not scored: none of the train images has a mask; they were written all the same")
     else:
-        log.info("pseudo-label mIoU %.2f, ignored %.1f%% of pixels (%s)", scores["miou"],
-                 100 * scores["ignore_ratio"], scores["note"])
+        log.info("pseudo-label mIoU %.2f on the pixels they label, ignored %.1f%% of pixels; %.2f on every pixel "
+                 "(%s)", scores["miou"], 100 * scores["ignore_ratio"], scores["miou_all_pixels"], scores["note"])
 
 
 def cams_from_mask(mask: np.ndarray, *, downscale: int = 8, blur_sigma: float = 4.0, shift: tuple[int, int] = (3, 3),
