@@ -1,7 +1,8 @@
 """The segmentation stage's recipe on voc-mini: val mIoU against training minutes, on ground-truth masks and on
 pseudo-labels, for the training budget, resolution, backbone, initialisation, learning rates and BatchNorm.
 
-    python scripts/seg_recipe_study.py [--grid main|demo|eval] [--labels gt pseudo] [--seeds 0] [--dry-run]
+    python scripts/seg_recipe_study.py [--grid main|demo|eval] [--labels gt pseudo] [--seeds 0] [--rows ...]
+                                       [--dry-run | --report]
 
 Grids: `main` changes one thing of the recipe before this study (10 epochs of 256-crops from ImageNet); `demo`
 changes one thing of the committed params.yaml (the demo's recipe, class gate included), so it says what would
@@ -162,18 +163,28 @@ def main() -> None:
     parser.add_argument("--grid", default="main", choices=sorted(GRIDS))
     parser.add_argument("--labels", nargs="+", default=["gt", "pseudo"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--rows", nargs="+", help="run only these rows of the grid (e.g. default bb1); the table "
+                        "still shows every row, with the seeds that exist")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--report", action="store_true", help="run nothing: write the table and plot from the "
+                        "experiments that exist (a seed without a run shows as '-')")
     args = parser.parse_args()
     main_logging()
     recipes = [r for labels in args.labels for r in _recipes(labels, GRIDS[args.grid], GRID_BASE[args.grid])]
-    run_grid(recipes, args.seeds, ["eval_seg"], dry_run=args.dry_run)
+    unknown = set(args.rows or ()) - {name for name, _, _ in GRIDS[args.grid]}
+    if unknown:
+        parser.error(f"--rows: {sorted(unknown)} not in grid {args.grid!r}")
+    chosen = [r for r in recipes if not args.rows or r.name.split("-", 2)[-1] in args.rows]
+    if not args.report:
+        run_grid(chosen, args.seeds, ["eval_seg"], dry_run=args.dry_run)
     if args.dry_run:
         return
     text, rows = table(recipes, args.seeds)
     out = ROOT / "reports" / "studies"
     out.mkdir(parents=True, exist_ok=True)
     plot(rows, out / f"seg_recipe_{args.grid}.png")
-    commands = "\n".join(" ".join(r.command(s, ["eval_seg"])) for r in recipes for s in args.seeds)
+    commands = "\n".join(" ".join(r.command(s, ["eval_seg"])) for r, row in zip(recipes, rows)
+                         for s, m in zip(args.seeds, row["miou"]) if m is not None)  # the runs in the table
     (out / f"seg_recipe_{args.grid}.md").write_text(
         f"# Segmentation recipe study, grid '{args.grid}' (voc-mini val)\n\n{text}\n\n"
         f"![val mIoU against training minutes](seg_recipe_{args.grid}.png)\n\nCommands:\n```\n{commands}\n```\n")
