@@ -116,7 +116,8 @@ def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
         minutes = statistics.mean([s for s in secs if s is not None]) / 60 if any(secs) else None
         rows.append({"recipe": r.name, "note": r.note, "overrides": o, "seeds": seeds, "miou": miou,
                      "miou_alone": alone, "pixel_acc": acc, "seconds": secs, "steps": steps, "minutes": minutes})
-        mean = f"{statistics.mean(have):.1f} ({max(have) - min(have):.1f})" if have else "-"
+        spread = f"{max(have) - min(have):.1f}" if len(have) > 1 else "1 seed"
+        mean = f"{statistics.mean(have):.1f} ({spread})" if have else "-"
         accs = [a for a in acc if a is not None]
         per_seed = " / ".join("-" if v is None else f"{v:.1f}" for v in miou)
         acc_cell = f"{statistics.mean(accs):.1f}" if accs else "-"
