@@ -86,18 +86,11 @@ GRIDS: dict[str, list[tuple[str, dict, str]]] = {
 GRID_BASE = {"main": BASE, "demo": {}, "eval": {}}
 
 
-def committed(key: str):
-    """A params.yaml value at HEAD, by dotted key (what a row without that override runs with)."""
-    import yaml
-
-    value = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for part in key.split("."):
-        value = value[part]
-    return value
-
-
 def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
+    from textwsss.params import load_params
+
     exps = experiments()
+    committed = load_params(ROOT / "params.yaml").train_seg  # what a row without that override runs with
     lines = ["| recipe | labels | val mIoU per seed | mean (spread) | pixel acc | the network alone (no class gate): "
              "per seed, mean | train minutes | steps |",
              "|---|---|---|---|---|---|---|---|"]
@@ -109,8 +102,8 @@ def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
         alone = [metric(e, "reports/metrics/seg.json", "ungated", "miou") if e else None for e in found]
         secs = [metric(e, "reports/train_seg/metrics.json", "seconds") if e else None for e in found]
         o = r.overrides
-        epochs = o.get("train_seg.epochs", committed("train_seg.epochs"))
-        batch = o.get("train_seg.batch_size", committed("train_seg.batch_size"))
+        epochs = o.get("train_seg.epochs", committed.epochs)
+        batch = o.get("train_seg.batch_size", committed.batch_size)
         steps = epochs * math.ceil(TRAIN_IMAGES / batch) if epochs and batch else None
         have = [v for v in miou if v is not None]
         minutes = statistics.mean([s for s in secs if s is not None]) / 60 if any(secs) else None

@@ -194,23 +194,21 @@ def score_pseudo_labels(data: PreparedDataset, ids: Sequence[str], label_dir: Pa
         return {"miou": None, "ignore_ratio": None, "miou_all_pixels": None, "per_class": {}, "pixel_acc": None,
                 "absent": [], "n_images": 0}
     names = list(data.classes.label_names)
-    matrix = ConfusionMatrix(names)
-    # an extra prediction column for ignored pixels: they count as misses of their true class, not as any
-    # class's false positives
+    k = len(names)
+    # one extra prediction column for ignored pixels: they count as misses of their true class, not as any
+    # class's false positives; the matrix without it is the committed-pixel one
     everywhere = ConfusionMatrix(names + ["(ignored)"])
-    ignored = valid = 0
     for image_id in tqdm(ids, desc="score pseudo-labels", unit="img", disable=None):
         pred = read_mask(label_dir / f"{image_id}.png")
         gt = data.read_mask(image_id)
         if pred.shape != gt.shape:
             raise ValueError(f"{image_id}: pseudo-label size {pred.shape} differs from ground truth {gt.shape}")
-        scored = gt != IGNORE
-        valid += int(scored.sum())
-        ignored += int((scored & (pred == IGNORE)).sum())
-        matrix.update(pred, np.where(pred == IGNORE, IGNORE, gt))
-        everywhere.update(np.where(pred == IGNORE, len(names), pred), gt)
+        everywhere.update(np.where(pred == IGNORE, k, pred), gt)
+    matrix = ConfusionMatrix(names)
+    matrix.matrix = everywhere.matrix[:k, :k].copy()
     summary = matrix.summary()
-    iou_all = everywhere.iou()[:len(names)]
+    valid, ignored = int(everywhere.matrix.sum()), int(everywhere.matrix[:, k].sum())
+    iou_all = everywhere.iou()[:k]
     present = ~np.isnan(iou_all)
     return {"miou": summary["miou"], "ignore_ratio": ignored / valid if valid else 0.0,
             "miou_all_pixels": float(100 * iou_all[present].mean()) if present.any() else 0.0,
