@@ -75,3 +75,29 @@ def test_imagenet_stand_in_finds_the_classes_without_labels(voc_data):
     always_person = class_f1([[person]] * len(ids), labels)  # the most frequent class for every image
     assert f1 > always_person + 20, (f1, always_person)
     assert class_f1(predict_classes(scores, threshold), labels) == pytest.approx(f1)
+
+
+def test_label_free_baseline_picks_classes_as_the_class_gate(voc_data):
+    """zeroshot.json's label_free: the classes come from a presence threshold tuned on the train images' labels
+    (never val's), the val images get the classes that threshold picks, and the scores follow from them."""
+    from textwsss.params import load_params
+    from textwsss.pipeline.zeroshot import evaluate_label_free
+    from textwsss.zeroshot.presence import class_f1, predict_classes, presence_scores, tune_presence_threshold
+
+    params = load_params()
+    params = params.model_copy(update={"zeroshot": params.zeroshot.model_copy(update={"max_side": 128})})
+    tune_ids, val_ids = voc_data.ids("score")[:8], voc_data.with_masks(voc_data.ids("val"))[:5]
+    matcher = ImageNetMatcher()
+    got = evaluate_label_free(params, matcher, voc_data, tune_ids, val_ids)
+
+    background = matcher.check_concepts(params.zeroshot.background_words, background=True)
+    prompts = list(voc_data.classes.prompts)
+    tune_scores = presence_scores(matcher, [voc_data.read_image(i) for i in tune_ids], prompts, background)
+    threshold, f1 = tune_presence_threshold(tune_scores, [voc_data.labels[i] for i in tune_ids])
+    assert (got["presence_threshold"], got["class_f1_train"]) == (threshold, pytest.approx(f1))
+    val_scores = presence_scores(matcher, [voc_data.read_image(i) for i in val_ids], prompts, background)
+    val_f1 = class_f1(predict_classes(val_scores, threshold), [voc_data.labels[i] for i in val_ids])
+    assert got["class_f1_val"] == pytest.approx(val_f1)
+    assert got["background_threshold"] in [pytest.approx(t) for t in params.zeroshot.thresholds.values()]
+    assert (got["n_tune_images"], got["n_images"]) == (8, 5)
+    assert 0 < got["miou"] < 100 and 0 < got["pixel_acc"] < 100

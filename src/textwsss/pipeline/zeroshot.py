@@ -4,8 +4,8 @@ masks. Two variants:
 - labelled (zeroshot.json's top level, comparable with the CAMs): each val image's own image-level labels pick
   its classes, and the background threshold is the best of a sweep on val itself;
 - label_free (zeroshot.json's "label_free", comparable with the final segmentation model, which sees no labels
-  either): the matcher picks the classes (zeroshot/presence.py), and both its presence threshold and the
-  background threshold are tuned on train images, then applied to val unchanged.
+  either): the matcher picks the classes as eval_seg's class gate does (zeroshot/class_gate.py), and both its
+  presence threshold and the background threshold are tuned on train images, then applied to val unchanged.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from ..cam import labels_from_cams, sweep_thresholds
 from ..metrics import ConfusionMatrix
-from ..zeroshot.presence import class_f1, predict_classes, presence_scores, tune_presence_threshold
+from ..zeroshot.class_gate import ClassGate
+from ..zeroshot.presence import class_f1
 from ..data.images import working_size
 from ..data.prepared import PreparedDataset
 from ..guide.factory import matcher_from_params
@@ -74,19 +75,16 @@ def evaluate_zeroshot(params, matcher, data: PreparedDataset, ids: Sequence[str]
 def evaluate_label_free(params, matcher, data: PreparedDataset, tune_ids: Sequence[str],
                         val_ids: Sequence[str]) -> dict:
     """The label-free variant: thresholds tuned on `tune_ids` (train, with masks), scores on `val_ids`."""
-    background = matcher.check_concepts(params.zeroshot.background_words, background=True)
-    prompts = list(data.classes.prompts)
-    max_side = params.zeroshot.max_side
-
-    def presence(i):
-        return presence_scores(matcher, [data.read_image(i)], prompts, background)[0]
-
-    train_scores = np.stack([presence(i) for i in tqdm(tune_ids, desc="presence (train)", unit="img", disable=None)])
-    threshold, train_f1 = tune_presence_threshold(train_scores, [data.labels[i] for i in tune_ids])
-    train_classes = predict_classes(train_scores, threshold)
+    # the matcher picks the classes exactly as eval_seg's class gate does, with the same threshold tuning
+    gate = ClassGate.tune(matcher, list(data.classes.prompts), params.zeroshot.background_words,
+                          (data.read_image(i) for i in tqdm(tune_ids, desc="presence (train)", unit="img",
+                                                            disable=None)),
+                          [data.labels[i] for i in tune_ids])
+    background, max_side = gate.background_concepts, params.zeroshot.max_side
 
     def train_items():
-        for i, keys in zip(tqdm(tune_ids, desc="zeroshot label-free (train)", unit="img", disable=None), train_classes):
+        for i in tqdm(tune_ids, desc="zeroshot label-free (train)", unit="img", disable=None):
+            keys = gate.classes(data.read_image(i))
             _, cams = dense_maps(matcher, data, i, keys, background, max_side)
             yield cams, keys, data.read_mask(i)
 
@@ -94,15 +92,15 @@ def evaluate_label_free(params, matcher, data: PreparedDataset, tune_ids: Sequen
     matrix = ConfusionMatrix(data.classes.label_names)
     val_predicted, val_labels = [], []
     for i in tqdm(val_ids, desc="zeroshot label-free (val)", unit="img", disable=None):
-        keys = predict_classes(presence(i)[None], threshold)[0]
+        keys = gate.classes(data.read_image(i))
         _, cams = dense_maps(matcher, data, i, keys, background, max_side)
         matrix.update(labels_from_cams(cams, keys, tuned["threshold"]), data.read_mask(i))
         val_predicted.append(keys)
         val_labels.append(data.labels[i])
     summary = matrix.summary()
     return {"miou": summary["miou"], "pixel_acc": summary["pixel_acc"], "per_class": summary["per_class"],
-            "presence_threshold": threshold, "background_threshold": tuned["threshold"],
-            "class_f1_train": train_f1, "class_f1_val": class_f1(val_predicted, val_labels),
+            "presence_threshold": gate.threshold, "background_threshold": tuned["threshold"],
+            "class_f1_train": gate.class_f1_train, "class_f1_val": class_f1(val_predicted, val_labels),
             "n_tune_images": len(tune_ids), "n_images": len(val_ids)}
 
 
