@@ -9,7 +9,6 @@ from textwsss.tas.referring import (Expression, build_expressions, evaluate, exp
 from textwsss.data.classes import VOC
 from vocmini import CLASS_NAMES, read_split, readable
 
-VOC_MINI = "/work/shared/voc-mini"
 COW, DOG = CLASS_NAMES.index("cow"), CLASS_NAMES.index("dog")
 
 
@@ -116,13 +115,13 @@ def test_save_expressions_writes_json_lines(tmp_path):
     assert len(rows) == 3
 
 
-def test_real_voc_mini_targets_are_class_components(voc_data):
+def test_real_voc_mini_targets_are_class_components(voc_mini, voc_data):
     from vocmini import mask_path, read_mask
-    ids = read_split(VOC_MINI, "val")[:10]
+    ids = read_split(voc_mini, "val")[:10]
     exprs = build_expressions(voc_data, ids)
     assert exprs and {e.kind for e in exprs} <= {"plain", "directional"}
     for e in exprs:
-        gt = read_mask(mask_path(VOC_MINI, e.id))
+        gt = read_mask(mask_path(voc_mini, e.id))
         assert e.mask.shape == gt.shape and e.mask.sum() == e.area >= 800
         assert np.all(gt[e.mask] == e.class_index + 1)
         assert readable(CLASS_NAMES[e.class_index]) in e.text and e.class_name == CLASS_NAMES[e.class_index]

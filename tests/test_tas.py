@@ -13,9 +13,8 @@ from textwsss.tas.segmenter import prepare_image, segment_expression
 from textwsss.tas.proposals import SamProposer, SuperpixelProposer, build_proposer, label_map_components
 from textwsss.tas.rectifier import direction_of, rectify
 from textwsss.tas.scoring import caption_negatives, combine_scores, crop_masked, score_masks
-from vocmini import PROMPTS, CLASS_NAMES, image_path, read_image, read_split
+from vocmini import PROMPTS, CLASS_NAMES, image_path, mask_path, read_image, read_mask, read_split
 
-VOC_MINI = "/work/shared/voc-mini"
 COLOURS = {"red": [1.0, 0.0, 0.0], "green": [0.0, 1.0, 0.0], "blue": [0.0, 0.0, 1.0]}
 
 
@@ -245,14 +244,14 @@ def test_segment_expression_uses_rectifier_and_closed_vocabulary_noun():
     assert "red" not in info["negatives"]
 
 
-def test_segment_expression_with_tiny_open_clip_on_real_image():
+def test_segment_expression_with_tiny_open_clip_on_real_image(voc_mini):
     from textwsss.guide.factory import build_matcher
     from textwsss.guide.tiny import register_tiny_configs
     register_tiny_configs()
     torch.manual_seed(0)
     matcher = build_matcher("open_clip", arch="tiny-vit", pretrained=None)
-    image_id = read_split(VOC_MINI, "val")[0]
-    image = read_image(image_path(VOC_MINI, image_id))
+    image_id = read_split(voc_mini, "val")[0]
+    image = read_image(image_path(voc_mini, image_id))
     proposer = SuperpixelProposer(max_masks=16)
     prepared = prepare_image(image, proposer, matcher)
     mask, info = segment_expression(image, "the aeroplane on the left", proposer, matcher,
@@ -266,16 +265,29 @@ def test_segment_expression_with_tiny_open_clip_on_real_image():
                                               for m in prepared.masks)
 
 
-def test_segment_expression_with_imagenet_stand_in_on_real_image():
+def test_segment_expression_with_imagenet_stand_in_on_real_image(voc_mini):
     factory = pytest.importorskip("textwsss.guide.factory")
     matcher = factory.build_matcher("imagenet")
-    image_id = read_split(VOC_MINI, "val")[0]
-    image = read_image(image_path(VOC_MINI, image_id))
-    mask, info = segment_expression(image, "an aeroplane", SuperpixelProposer(max_masks=12), matcher,
-                                    vocabulary=list(CLASS_NAMES) + ["sea", "building"])
+    image_id = read_split(voc_mini, "val")[0]
+    image = read_image(image_path(voc_mini, image_id))
+    plane = read_mask(mask_path(voc_mini, image_id)) == CLASS_NAMES.index("aeroplane") + 1
+    assert plane.any(), image_id  # val[0] of voc-mini (2007_000033) shows aeroplanes
+    proposer = SuperpixelProposer(max_masks=12)
+    prepared = prepare_image(image, proposer, matcher)
+    mask, info = segment_expression(image, "an aeroplane", proposer, matcher,
+                                    vocabulary=list(CLASS_NAMES) + ["sea", "building"], prepared=prepared)
     assert info["query"] == "aeroplane" and info["direction"] is None
     assert "aeroplane" not in info["negatives"] and info["n_score"] == bool(info["negatives"])
-    assert mask.shape == image.shape[:2] and mask.any()
+    assert mask.shape == image.shape[:2]
+
+    def iou(m):
+        return (m & plane).sum() / max((m | plane).sum(), 1)
+
+    # The superpixel proposals are small (about 3% of the image each) and only a few touch the aeroplanes: the
+    # chosen one must be the proposal that overlaps them best, and lie mostly on them (the aeroplanes are 17% of
+    # the image, so a mask placed anywhere would be ~17% aeroplane).
+    assert iou(mask) == pytest.approx(max(iou(m) for m in prepared.masks)) and iou(mask) > 0.05
+    assert (mask & plane).sum() / mask.sum() > 2.5 * plane.mean(), ((mask & plane).sum() / mask.sum(), plane.mean())
     with pytest.raises(ValueError, match="closed vocabulary"):
         segment_expression(image, "a unicorn", SuperpixelProposer(max_masks=4), matcher,
                            vocabulary=list(CLASS_NAMES))
