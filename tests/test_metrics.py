@@ -56,6 +56,17 @@ def test_bad_inputs():
     cm.update(np.array([[5]]), np.array([[255]]))  # an ignored pixel is not scored
 
 
+def test_ground_truth_outside_the_classes_is_refused_and_nothing_counted():
+    # 3 labels, a ground-truth 3 (a mask of a larger class list): without the check numpy fails on the reshape of
+    # the bincount, with a message that names neither the ground truth nor the values expected
+    cm = ConfusionMatrix(["bg", "a", "b"])
+    with pytest.raises(ValueError, match=r"ground-truth values must lie in 0\.\.2 or be 255, got 3"):
+        cm.update(np.array([[0, 1]]), np.array([[3, 1]]))
+    np.testing.assert_array_equal(cm.matrix, np.zeros((3, 3)))
+    cm.update(np.array([[0, 2]]), np.array([[2, 255]]))  # 2 is the last valid label, 255 ignored
+    np.testing.assert_array_equal(cm.matrix, [[0, 0, 0], [0, 0, 0], [1, 0, 0]])
+
+
 def test_referring_miou_and_oiou():
     a = np.zeros((4, 4), bool); a[:2, :2] = True
     b = np.zeros((4, 4), bool); b[:2, :] = True
