@@ -126,6 +126,22 @@ def test_terms_match_hand_computation():
     assert matcher.image_calls == 1  # every fg and bg of the batch in one matcher call
 
 
+@pytest.mark.parametrize("reduction", ["official", "per_image"])
+def test_batch_without_present_classes_keeps_reg(reduction):
+    # no (image, class) pair to score: the matcher is never called, but REG still pushes every map down
+    maps, images, _ = _case()
+    matcher = IntensityMatcher(FACTORS)
+    out = clims_loss(maps, images, torch.zeros(2, 3), matcher, CLASSES, ["tree", "sea"], delta=0.2,
+                     reduction=reduction)
+    assert out["reg"].item() == pytest.approx(REG, rel=1e-6)
+    assert out["total"].item() == pytest.approx(0.2 * REG, rel=1e-6)
+    assert out["otm"].item() == out["btm"].item() == out["cbs"].item() == 0.0
+    assert matcher.image_calls == 0
+    out["total"].backward()
+    # d(0.2 * mean)/dP = 0.2 / (2 images x 3 classes x 5 x 5) on every map pixel
+    torch.testing.assert_close(maps.grad, torch.full_like(maps, 0.2 / 150))
+
+
 @pytest.mark.parametrize("per_call, calls", [(1, 6), (4, 2), (6, 1), (100, 1)])
 def test_matcher_calls_of_a_few_images_give_the_same_terms(per_call, calls):
     # 3 pairs -> 6 masked images; CPUs run calls of ~4 images fastest, the terms must not change.
