@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from textwsss.data.classes import VOC
+from textwsss.data.classes import VOC, ClassList
 from textwsss.models.checkpoints import load_model, save_model
 from textwsss.models.factory import build_deeplab
 from textwsss.pipeline.eval_seg import evaluate_model
 from textwsss.segment import labels_from_probs
-from textwsss.zeroshot.class_gate import ClassGate, LabelGate
+from textwsss.guide.base import Matcher
+from textwsss.zeroshot.class_gate import ClassGate, LabelGate, tune_on_split
 
 
 def test_labels_from_probs_paints_only_kept_classes():
@@ -54,7 +55,9 @@ def test_gate_threshold_maximises_the_train_class_f1():
               np.array([0.05, 0.05, 0.8])]
     matcher = _ScoreTable({_key(im): s for im, s in zip(images, scores)})
     gate = _TableGate.tune(matcher, ["a", "b", "c"], ["sea"], images, [[0], [1], [0, 1], [2]])
-    assert gate.class_f1_train == pytest.approx(100.0) and 0.3 < gate.threshold <= 0.45
+    # every threshold in (0.3, 0.45] gives F1 100 (image 0 must drop c at 0.3, image 2 keep b at 0.45); the
+    # documented choice among ties is the lowest point of the grid 0.02, 0.04, ...: 0.32
+    assert gate.class_f1_train == pytest.approx(100.0) and gate.threshold == pytest.approx(0.32)
     assert gate.classes(images[2]) == [0, 1]
     summary = gate.summary([[0], [1]], [[0], [0, 1]])
     assert summary["kind"] == "matcher" and summary["class_f1_val"] == pytest.approx(200 * 2 / 5)
@@ -90,3 +93,77 @@ def test_evaluate_model_scores_the_gated_labels_and_the_models_own(voc_data, tmp
     assert labelled["class_gate"]["kind"] == "labels"
     with pytest.raises(ValueError, match="no image-level labels"):
         LabelGate({}).classes(np.zeros((2, 2, 3), np.uint8), "2007_000033")
+
+
+class _LogitTable(Matcher):
+    """A matcher whose logits per image come from a table keyed by the image's grey level (0-255), one value per
+    concept; it records the grey levels of the images it is shown."""
+
+    input_size = 4
+
+    def __init__(self, concepts, table):
+        super().__init__()
+        self.concepts, self.table, self.seen = list(concepts), table, []
+
+    def _encode_normalised(self, images):
+        return images.mean(dim=(1, 2, 3))[:, None]
+
+    def _encode_concept_batch(self, concepts):
+        return torch.tensor([[float(self.concepts.index(c))] for c in concepts])
+
+    def logits(self, image_feats, concept_feats):
+        levels = [round(float(v) * 255) for v in image_feats[:, 0]]
+        self.seen += levels
+        columns = [int(c) for c in concept_feats[:, 0]]
+        return torch.tensor([[self.table[v][c] for c in columns] for v in levels], dtype=torch.float64)
+
+
+def _grey(level):
+    return np.full((6, 6, 3), level, np.uint8)
+
+
+CONCEPTS = ["cat", "dog", "cow", "grass"]
+# exp(logits) 4, 3, 2 for the classes and 1 for the background word: with the background word in the softmax the
+# presence scores are 0.4, 0.3, 0.2; without it 4/9, 3/9, 2/9
+LOGITS = {10: np.log([4.0, 3.0, 2.0, 1.0])}
+
+
+def test_gate_softmax_includes_the_background_words():
+    matcher = _LogitTable(CONCEPTS, LOGITS)
+    gate = ClassGate.tune(matcher, CONCEPTS[:3], ["grass"], [_grey(10)], [[0, 1]])
+    assert gate.background_concepts == ["grass"]
+    np.testing.assert_allclose(gate.scores(_grey(10)), [0.4, 0.3, 0.2], rtol=1e-5)
+    # F1 100 for thresholds in (0.2, 0.3]: the lowest grid point 0.22 (without the word: (2/9, 3/9] -> 0.24)
+    assert gate.threshold == pytest.approx(0.22) and gate.class_f1_train == pytest.approx(100.0)
+    # at 0.21 the background word decides whether cow (2/9 = 0.222 without it, 0.2 with it) stays out
+    assert ClassGate(matcher, CONCEPTS[:3], ["grass"], 0.21, None).classes(_grey(10)) == [0, 1]
+    assert ClassGate(matcher, CONCEPTS[:3], [], 0.21, None).classes(_grey(10)) == [0, 1, 2]
+
+
+class _Split:
+    """The part of a PreparedDataset that tune_on_split reads: ids per role, images, labels, class prompts."""
+
+    def __init__(self, ids, labels):
+        self._ids, self.labels = ids, labels
+        self.classes = ClassList.of(["cat", "dog", "cow"])
+
+    def ids(self, role):
+        return list(self._ids[role])
+
+    def read_image(self, image_id):
+        return _grey(int(image_id))
+
+
+def test_gate_is_tuned_on_the_train_images_and_labels_only():
+    # train images 10 and 20 (scores 0.4/0.3/0.2 and 0.1/0.3/0.4): their labels want a threshold in (0.2, 0.3]
+    # -> 0.22; the val image 30 (scores 0.522/0.435/0.043, labelled cat alone) would want (0.435, 0.522] -> 0.44
+    table = {10: np.log([4.0, 3.0, 2.0, 1.0]), 20: np.log([1.0, 3.0, 4.0, 2.0]),
+             30: np.log([6.0, 5.0, 0.5, 0.0001])}
+    data = _Split({"train": ["10", "20"], "val": ["30"]}, {"10": [0, 1], "20": [1, 2], "30": [0]})
+    matcher = _LogitTable(CONCEPTS, table)
+    gate = tune_on_split(matcher, data, "train", ["grass"])
+    assert sorted(set(matcher.seen)) == [10, 20]  # the val image never reached the matcher
+    assert gate.threshold == pytest.approx(0.22) and gate.class_f1_train == pytest.approx(100.0)
+    assert tune_on_split(_LogitTable(CONCEPTS, table), data, "val", ["grass"]).threshold == pytest.approx(0.44)
+    with pytest.raises(ValueError, match="the val split has no images"):
+        tune_on_split(matcher, _Split({"train": ["10"], "val": []}, {"10": [0]}), "val", ["grass"])

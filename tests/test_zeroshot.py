@@ -59,7 +59,20 @@ def test_presence_rules_by_hand():
     # tp 3 of 4 predicted, 3 true -> F1 = 2 * 3 / (4 + 3)
     assert class_f1([[0, 2], [1], [0]], [[0], [1], [0]]) == pytest.approx(200 * 3 / 7)
     threshold, f1 = tune_presence_threshold(scores, [[0], [1], [0, 1]])
-    assert f1 == pytest.approx(100.0) and 0.3 < threshold <= 0.5
+    # F1 100 for every threshold in (0.3, 0.5] (image 0 must drop class 2 at 0.3, image 2 keep class 0 at 0.5):
+    # the documented choice among ties is the lowest grid point, 0.32 of 0.02, 0.04, ...
+    assert f1 == pytest.approx(100.0) and threshold == pytest.approx(0.32)
+
+
+def test_presence_threshold_ties_go_to_the_lowest_threshold():
+    from textwsss.zeroshot.presence import tune_presence_threshold
+
+    scores = np.array([[0.9, 0.1], [0.2, 0.7]])
+    # 0.3, 0.5, 0.7 and 0.8 all give F1 100 (at 0.8 image 1 falls back to its best class), 0.1 adds a wrong
+    # class; the order of the grid must not matter
+    assert tune_presence_threshold(scores, [[0], [1]], grid=(0.7, 0.5, 0.1, 0.3, 0.8)) == (0.3, pytest.approx(100))
+    # F1 at 0.1: tp 2 of 4 predicted, 2 true -> 2 * 2 / 6
+    assert tune_presence_threshold(scores, [[0], [1]], grid=(0.1,)) == (0.1, pytest.approx(200 * 2 / 6))
 
 
 def test_imagenet_stand_in_finds_the_classes_without_labels(voc_data):
