@@ -91,3 +91,25 @@ def test_class_keyed_settings_are_checked_against_the_datasets_classes():
     bad = parse_params({"clims": {"class_weights": {"sofaa": 2.0}}})
     with pytest.raises(ParamsError, match=r"clims.class_weights.*sofaa"):
         bad.clims.check_classes(VOC)
+
+
+@pytest.mark.parametrize("raw, path, words", [
+    ({"pseudo_labels": {"bg_threshold": 0.4, "fg_threshold": 0.3}}, "pseudo_labels",
+     "bg_threshold 0.4 must not exceed fg_threshold 0.3"),
+    ({"train_seg": {"scale_range": [1.5, 0.5]}}, "train_seg.scale_range", "low <= high"),
+    ({"train_cam": {"scale_range": [2.0, 1.0]}}, "train_cam.scale_range", "low <= high"),
+    ({"train_seg": {"scale_range": [0.5, 1.0, 1.5]}}, "train_seg.scale_range", "[low, high]"),
+    ({"train_cam_baseline": {"resize_long": [384, 256]}}, "train_cam_baseline.resize_long", "low <= high"),
+])
+def test_ordered_pairs_are_checked(raw, path, words):
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert path in str(err.value) and words in str(err.value)
+
+
+def test_equal_ends_of_ordered_pairs_are_allowed():
+    # a fixed scale and seeds with no uncertain band are legitimate settings
+    p = parse_params({"pseudo_labels": {"bg_threshold": 0.3, "fg_threshold": 0.3},
+                      "train_seg": {"scale_range": [0.8, 0.8]}})
+    assert p.pseudo_labels.bg_threshold == p.pseudo_labels.fg_threshold == 0.3
+    assert p.train_seg.scale_range == [0.8, 0.8]
