@@ -176,7 +176,7 @@ def _fingerprint(metrics: dict) -> dict:
 
 
 def provenance(metrics: dict, per_seed: dict, seeds_file: dict) -> str:
-    cpu = seeds_file.get("cpu", "a CPU not recorded")
+    cpu = seeds_file.get("cpu", "not recorded")
     counts = (f"CAMs and pseudo-labels scored on {_fmt(lookup(metrics, 'cam.n_images'), 'd')} train images, "
               f"the model and the baselines on {_fmt(lookup(metrics, 'seg.n_images'), 'd')} val images, "
               f"TAS on {_fmt(lookup(metrics, 'tas.n'), 'd')} expressions")
@@ -184,13 +184,13 @@ def provenance(metrics: dict, per_seed: dict, seeds_file: dict) -> str:
              f"`{RECIPE_STUDY}`), mean (max - min)")
     differing = differing_from_study(metrics, per_seed)
     if not differing:
-        where = f"Every column was measured on a {cpu}."
+        where = f"Every column was measured on the same CPU: {cpu}."
     else:
         recorded = seeds_file.get("committed_run", {})
         same = recorded.get("metrics") == _fingerprint(metrics)
-        run_cpu = f"on a {recorded['cpu']}" if same and recorded.get("cpu") else "on a CPU not recorded"
-        where = (f"The seed-0 column is a later run than the seed study ({run_cpu}; it differs in "
-                 f"{', '.join(differing)}); the seeds column was measured on a {cpu}.")
+        run_cpu = recorded["cpu"] if same and recorded.get("cpu") else "not recorded"
+        where = (f"The seed-0 column is a later run than the seed study (CPU: {run_cpu}; it differs in "
+                 f"{', '.join(differing)}); the seeds column's CPU: {cpu}.")
     return (f"Seed 0: `reports/metrics/*.json` of the committed `dvc repro` ({counts}); {study}. {where} "
             "The matcher is the offline stand-in (an ImageNet classifier that knows the class names, not CLIP), "
             "the networks see 148 training images at reduced resolution: the numbers show that the pipeline "
