@@ -7,6 +7,7 @@ the temporary file, so a group sharing a results folder can read them.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -76,6 +77,11 @@ def save_torch(path: str | os.PathLike, obj) -> None:
         torch.save(obj, f)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
@@ -86,18 +92,28 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def save_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+def label_png_bytes(labels: np.ndarray) -> bytes:
     """A label map (H, W) uint8 as a palette PNG (the VOC colour map, which has a colour for every label)."""
     im = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
     im.putpalette(PALETTE.reshape(-1).tolist())
-    with atomic_path(path) as tmp:
-        im.save(tmp, format="PNG")
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+    write_bytes(path, label_png_bytes(labels))
+
+
+def npz_bytes(**arrays) -> bytes:
+    """np.savez_compressed in memory: the bytes a file would get (a resumable folder hashes them as it writes)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
 
 
 def save_npz(path: str | os.PathLike, **arrays) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+    write_bytes(path, npz_bytes(**arrays))
 
 
 def save_figure(path: str | os.PathLike, fig) -> None:

@@ -4,7 +4,7 @@ Images of equal working size are batched (one forward pass per scale, flips in t
 fixed by the id list alone, so each file's bytes do not depend on how the work was split or resumed. The stage
 streams: it holds one batch at a time, whatever the number of images. Under torchrun (make_cam.nproc_per_node
 > 1, or `torchrun --nproc_per_node N stages/make_cam.py`) each process takes every N-th batch. An interrupted run
-resumes where it stopped (pipeline/resumable.py).
+resumes where it stopped, after checking every file it keeps against the folder's manifest (pipeline/resumable.py).
 """
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..cam import group_by_size, multiscale_cams, save_cam
+from ..cam import group_by_size, multiscale_cams
 from ..data.images import image_size, working_size
 from ..data.prepared import PreparedDataset
 from ..data.transforms import to_tensor
-from ..models.checkpoints import load_model
+from ..io import npz_bytes
 from ..models.runtime import for_inference, image_probe
 from ..params import resolve_device
 from ..training.loop import Distributed
@@ -36,6 +37,12 @@ def cam_batches(data: PreparedDataset, ids: Sequence[str], max_side: int,
     sizes = {i: image_size(data.image_path(i)) for i in ids}
     work = {i: working_size(*sizes[i], max_side) for i in ids}
     return group_by_size(work, batch_size), sizes, work
+
+
+def cam_bytes(cams: np.ndarray, keys: Sequence[int]) -> bytes:
+    """The bytes of a CAM file in cam.save_cam's format (cam.load_cam reads it), made in memory so that the
+    folder hashes what it writes."""
+    return npz_bytes(cams=np.asarray(cams, dtype=np.float16), keys=np.asarray(keys, dtype=np.int64))
 
 
 def make_cams(model, data: PreparedDataset, ids: Sequence[str], out: ResumableFolder, *, scales: Sequence[float],
@@ -67,7 +74,7 @@ def make_cams(model, data: PreparedDataset, ids: Sequence[str], out: ResumableFo
                     cam = F.interpolate(cam[None], size=sizes[i], mode="bilinear", align_corners=False)[0]
                 elif not len(k):
                     cam = cam.new_zeros((0, *sizes[i]))
-                save_cam(out.path(i), cam.cpu().numpy(), k)
+                out.write(i, cam_bytes(cam.cpu().numpy(), k))
                 written += 1
             bar.update(len(batch_ids))
     return written
@@ -79,8 +86,8 @@ def run(params, ws: Workspace) -> None:
     torch.manual_seed(params.seed)
     data = ws.dataset(params)
     ids = data.ids("train")
-    model_file = ws.model_dir("train_cam") / "model.pt"
-    model, _ = load_model(model_file, env.device)
+    model_file = ws.model_file("train_cam")
+    model, _ = ws.load_stage_model("train_cam", env.device)
     # What the files depend on; the pixel cap and batch size only change float rounding, so they count too.
     stamp = stamp_of({"make_cam": p.model_dump(exclude={"nproc_per_node"})}, [model_file, ws.prepared / "dataset.json"])
     out = ResumableFolder(ws.cams, stamp, ".npz")

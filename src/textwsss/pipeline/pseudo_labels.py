@@ -14,11 +14,15 @@ Modes:
 - 'none' (ablation): argmax over [threshold, CAMs], no CRF, no ignore region.
 
 The images are spread over a pool of processes; every file depends only on its own inputs, so the output is
-byte-identical for any number of workers, and an interrupted run resumes where it stopped (resumable.py).
+byte-identical for any number of workers, and an interrupted run resumes where it stopped (resumable.py). Each
+label file records the hash of the CAM file it was made from (make_cam's manifest), so a CAM that make_cam
+recomputed recomputes its label and no other; a CAM file whose bytes differ from make_cam's record (damaged since
+it was written) stops the stage with its name instead of becoming a label.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -31,11 +35,12 @@ from tqdm import tqdm
 from ..cam import cam_path, load_cam
 from ..crf import CRFParams, crf_from_labels, crf_from_probs
 from ..data.classes import IGNORE
+from ..data.filecache import file_md5
 from ..data.images import read_image, read_mask
 from ..data.prepared import PreparedDataset
-from ..io import save_label_png, write_json
+from ..io import label_png_bytes, write_bytes, write_json
 from ..metrics import ConfusionMatrix
-from .resumable import ResumableFolder, stamp_of
+from .resumable import ResumableFolder, read_manifest, stamp_of
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -108,13 +113,27 @@ def pseudo_label(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, mode: st
     return out
 
 
-def _label_one(task: tuple) -> str:
-    """Worker body: reads its own image and CAM file, writes the PNG, returns only the id."""
-    image_file, image_id, cam_file, out_file, mode, kwargs = task
+def _label_one(task: tuple) -> tuple[str, int, str]:
+    """Worker body: reads its own image and CAM file, writes the PNG, returns (id, size, md5) of the PNG."""
+    image_file, image_id, cam_file, cam_md5, out_file, mode, kwargs = task
+    if cam_md5 is not None and file_md5(cam_file) != cam_md5:
+        raise ValueError(f"{cam_file}: its content differs from what make_cam recorded in its manifest (damaged "
+                         f"since it was written, e.g. by a failed copy or a damaged `dvc pull`); make_cam checks "
+                         f"and recomputes it: `dvc repro -f make_cam`")
     cams, keys = load_cam(cam_file)
-    labels = pseudo_label(read_image(image_file), cams, keys, mode, image_id=image_id, **kwargs)
-    save_label_png(out_file, labels)
-    return image_id
+    data = label_png_bytes(pseudo_label(read_image(image_file), cams, keys, mode, image_id=image_id, **kwargs))
+    write_bytes(out_file, data)
+    return image_id, len(data), hashlib.md5(data).hexdigest()
+
+
+def cam_hashes(cam_dir: Path, ids: Sequence[str]) -> dict[str, str]:
+    """{id: md5 of its CAM file} from make_cam's manifest (no file is read again)."""
+    manifest = read_manifest(cam_dir)
+    missing = [i for i in ids if cam_path(cam_dir, i).name not in manifest]
+    if missing:
+        raise ValueError(f"{cam_dir}: make_cam's manifest lists no CAM file for {len(missing)} ids "
+                         f"({', '.join(missing[:10])}); run `dvc repro -f make_cam`")
+    return {i: manifest[cam_path(cam_dir, i).name][1] for i in ids}
 
 
 @contextlib.contextmanager
@@ -135,9 +154,12 @@ def _single_threaded_children() -> Iterator[None]:
 def generate_pseudo_labels(data: PreparedDataset, ids: Sequence[str], cam_dir: Path, out: ResumableFolder | Path,
                            *, workers: int = 0, mode: str = "irn", fg_threshold: float = 0.30,
                            bg_threshold: float = 0.05, threshold: float = 0.15, prob_alpha: float = 1.0,
-                           confidence: float = 0.95, crf: CRFParams = CRFParams(), gt_prob: float = 0.7) -> int:
+                           confidence: float = 0.95, crf: CRFParams = CRFParams(), gt_prob: float = 0.7,
+                           cam_md5: dict[str, str] | None = None) -> int:
     """Writes the pseudo-label PNG of every id the folder lacks (see pseudo_label for the knobs); returns how
-    many it wrote. `out`: a ResumableFolder, or a plain folder (every file rewritten).
+    many it wrote. `out`: a ResumableFolder, or a plain folder (every file rewritten, nothing recorded).
+    cam_md5: {id: md5 of its CAM file} (cam_hashes): each CAM file is checked against it before use, and each
+    label records it as its source.
 
     workers: 0 = one process per core (os.cpu_count()); 1 = serial in this process; > 1 = a spawn Pool.
     Pydensecrf runs single-threaded; workers are started with OMP/BLAS thread counts of 1 so they do
@@ -147,8 +169,10 @@ def generate_pseudo_labels(data: PreparedDataset, ids: Sequence[str], cam_dir: P
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0: one per core), got {workers}")
-    if not isinstance(out, ResumableFolder):
+    folder = out if isinstance(out, ResumableFolder) else None
+    if folder is None:
         out = ResumableFolder(Path(out), {}, ".png")
+    cam_md5 = cam_md5 or {}
     cam_dir = Path(cam_dir)
     ids = list(ids)
     missing_cams = [i for i in ids if not cam_path(cam_dir, i).is_file()]
@@ -157,20 +181,27 @@ def generate_pseudo_labels(data: PreparedDataset, ids: Sequence[str], cam_dir: P
     kwargs = dict(fg_threshold=fg_threshold, bg_threshold=bg_threshold, threshold=threshold, prob_alpha=prob_alpha,
                   confidence=confidence, crf=crf, gt_prob=gt_prob, num_classes=data.classes.num_classes)
     todo = [i for i in ids if not out.done(i)]
-    tasks = [(data.image_path(i), i, cam_path(cam_dir, i), out.path(i), mode, kwargs) for i in todo]
+    tasks = [(data.image_path(i), i, cam_path(cam_dir, i), cam_md5.get(i), out.path(i), mode, kwargs) for i in todo]
     workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
     log.info("pseudo-labels (%s) for %d images (%d already written) with %d worker(s) -> %s", mode, len(ids),
              len(ids) - len(todo), workers, out.folder)
     progress = dict(total=len(ids), initial=len(ids) - len(todo), desc=f"pseudo-labels ({mode})", unit="img",
                     disable=None)
+
+    def record(written: tuple[str, int, str]) -> None:
+        # the parent records what the workers wrote: one journal per process, never shared
+        if folder is not None:
+            image_id, size, md5 = written
+            folder.record(image_id, size, md5, source=cam_md5.get(image_id))
+
     if workers <= 1:
         for task in tqdm(tasks, **progress):
-            _label_one(task)
+            record(_label_one(task))
         return len(tasks)
     # spawn: safe when the parent holds torch/OpenMP threads, and the same on every platform
     with _single_threaded_children(), multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for _ in tqdm(pool.imap_unordered(_label_one, tasks, chunksize=1), **progress):
-            pass
+        for written in tqdm(pool.imap_unordered(_label_one, tasks, chunksize=1), **progress):
+            record(written)
     return len(tasks)
 
 
@@ -221,13 +252,14 @@ def run(params, ws: Workspace) -> None:
     data = ws.dataset(params)
     ids = data.ids("train")
     knobs = p.model_dump(exclude={"workers"})
+    # the CAMs are not in the stamp: each label is keyed to its own CAM file's hash instead
     stamp = stamp_of({"pseudo_labels": knobs}, [ws.prepared / "dataset.json"])
-    stamp["inputs"]["cams"] = (ws.cams / ".stamp.json").read_text() if (ws.cams / ".stamp.json").is_file() else ""
+    sources = cam_hashes(ws.cams, ids)
     out = ResumableFolder(ws.pseudo_labels, stamp, ".png")
-    out.open()
+    out.open(sources=sources)
     generate_pseudo_labels(data, ids, ws.cams, out, workers=p.workers, mode=p.mode, fg_threshold=p.fg_threshold,
                            bg_threshold=p.bg_threshold, threshold=p.threshold, prob_alpha=p.prob_alpha,
-                           confidence=p.confidence, gt_prob=p.gt_prob, crf=p.crf)
+                           confidence=p.confidence, gt_prob=p.gt_prob, crf=p.crf, cam_md5=sources)
     out.finish(ids)
     scored = data.ids("score")
     scores = score_pseudo_labels(data, scored, ws.pseudo_labels)
