@@ -249,6 +249,40 @@ def test_tags_json_file_and_masks_for_some_images(voc_mini, tmp_path):
     assert ds.with_masks(ds.ids("train")) == [first] and ds.ids("score") == [first]
 
 
+def _tiny_tags_root(root, tags_file: str, content: str):
+    """Three 8x8 images in images/, classes.txt with red_fox, owl and oak, and the given tags file."""
+    (root / "images").mkdir(parents=True)
+    for n, name in enumerate(["fox", "owl", "oak"]):
+        Image.fromarray(np.full((8, 8, 3), 60 * n, np.uint8)).save(root / "images" / f"{name}.png")
+    (root / "classes.txt").write_text("red_fox\nowl\noak\n")
+    (root / tags_file).write_text(content)
+    return root
+
+
+@pytest.mark.parametrize("tags", ["owl|oak", "owl;oak", "oak | owl", "owl;oak|"])
+def test_tags_csv_separates_tags_by_bar_or_semicolon(tmp_path, tags):
+    root = _tiny_tags_root(tmp_path / "tags", "tags.csv",
+                           f"image,tags\nfox.png,red fox\nowl.png,{tags}\noak.png,oak\n")
+    prepare_dataset(_tags(root), tmp_path / "prepared")
+    ds = read_prepared(tmp_path / "prepared", root)
+    # class indices: red_fox 0 (its prompt 'red fox' names it too), owl 1, oak 2
+    assert ds.ids("train") == ["fox", "owl", "oak"] and ds.ids("val") == []
+    assert ds.labels == {"fox": [0], "owl": [1, 2], "oak": [2]}
+
+
+def test_tags_json_as_a_mapping_from_image_to_tags(tmp_path):
+    root = _tiny_tags_root(tmp_path / "tags", "tags.json",
+                           json.dumps({"fox.png": ["red_fox", "oak"], "owl.png": ["owl"], "oak.png": []}))
+    prepare_dataset(_tags(root), tmp_path / "prepared")  # found without data.labels: tags.csv is absent
+    ds = read_prepared(tmp_path / "prepared", root)
+    # the mapping form has no split: every image is a train image
+    assert ds.ids("train") == ["fox", "owl", "oak"] and ds.ids("val") == []
+    assert ds.labels == {"fox": [0, 2], "owl": [1], "oak": []}
+    (root / "tags.json").write_text(json.dumps({"fox.png": "owl"}))
+    message = _problems(_tags(root), tmp_path / "bad")
+    assert "tags.json entry 0: expected {'image': ..., 'tags': [...]}" in message
+
+
 def test_tags_bad_inputs_in_one_report(voc_mini, tmp_path):
     root = tags_root(voc_mini, tmp_path / "tags")
     lines = (root / "tags.csv").read_text().splitlines()
