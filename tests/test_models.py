@@ -139,10 +139,8 @@ def test_cris_shapes_padding_and_prediction():
         # class_maps (batched pairs) equals running each (image, prompt) alone.
         single = torch.sigmoid(model(x[1:], ["dog"]))[0, 0]
         assert torch.allclose(maps[1, 1], single, atol=1e-5)
-        up = F.interpolate(maps, size=(64, 72), mode="bilinear", align_corners=False)
         labels = model.predict_semantic(x, names, bg_threshold=0.5)
-        expected = torch.where(up.max(1).values >= 0.5, up.argmax(1) + 1, torch.zeros_like(labels))
-        assert labels.shape == (2, 64, 72) and torch.equal(labels, expected)
+        assert labels.shape == (2, 64, 72) and labels.dtype == torch.long
         assert (model.predict_semantic(x, names, bg_threshold=1.01) == 0).all()
         present = torch.tensor([[False, True, False], [True, False, False]])
         only = model.predict_semantic(x, names, bg_threshold=0.0, present=present)
@@ -151,6 +149,30 @@ def test_cris_shapes_padding_and_prediction():
     clip_ids = {id(p) for p in model.clip.parameters()}
     assert all(id(p) in clip_ids for p in groups[0]["params"])
     assert not any(id(p) in clip_ids for p in groups[1]["params"])
+
+
+def test_cris_semantic_labels_from_hand_made_class_maps(monkeypatch):
+    # maps already at the image size (the upsampling is then the identity), so every label is known by hand
+    torch.manual_seed(0)
+    model = _tiny_cris().eval()
+    maps = torch.tensor([[[[0.9, 0.2, 0.4, 0.6]],    # class 0
+                          [[0.1, 0.7, 0.3, 0.6]],    # class 1
+                          [[0.3, 0.1, 0.45, 0.8]]]])  # class 2
+    monkeypatch.setattr(model, "class_maps", lambda images, concepts: maps)
+    x = torch.zeros(1, 3, 1, 4)
+    names = ["cat", "dog", "bird"]
+    # best class per pixel: 0 (0.9), 1 (0.7), 2 (0.45, below 0.5 -> background), 2 (0.8)
+    assert model.predict_semantic(x, names, bg_threshold=0.5).tolist() == [[[1, 2, 0, 3]]]
+    # a best score equal to the threshold is kept
+    assert model.predict_semantic(x, names, bg_threshold=0.45).tolist() == [[[1, 2, 3, 3]]]
+    # only classes 0 and 1 present: pixel 3 goes to its best present class (0.6 tie: the first, class 0),
+    # pixel 2 (best present 0.4) to background
+    present = torch.tensor([[True, True, False]])
+    assert model.predict_semantic(x, names, bg_threshold=0.5, present=present).tolist() == [[[1, 2, 0, 1]]]
+    model.bg_threshold = 0.25  # the model's own threshold when none is given
+    assert model.predict_semantic(x, names).tolist() == [[[1, 2, 3, 3]]]
+    with pytest.raises(ValueError, match="present"):
+        model.predict_semantic(x, names, present=torch.ones(1, 2, dtype=torch.bool))
 
 
 def test_cris_refuses_missing_weights_and_vit_towers(tmp_path, monkeypatch):
