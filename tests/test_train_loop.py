@@ -1,11 +1,12 @@
 """The shared training loop: it learns, it is deterministic, and an interrupted run resumes exactly."""
 import json
+import logging
 
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from textwsss.training.loop import TrainConfig, fit
+from textwsss.training.loop import TrainConfig, fit, previous_checkpoint
 
 
 class Interrupt(Exception):
@@ -89,15 +90,74 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
     assert steps == list(range(16))  # the partial epoch's rows were dropped, no step logged twice
 
 
+def _counting_step(calls: list, fail_at=None):
+    inner = _step(fail_at)
+
+    def step(model, batch, device):
+        calls.append(1)
+        return inner(model, batch, device)
+    return step
+
+
 def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
-    first = _model()
-    fit(first, _data(), _step(), [{"params": first.parameters()}], _cfg(tmp_path, epochs=2))
+    reference = _model()
+    fit(reference, _data(), _step(), [{"params": reference.parameters()}], _cfg(tmp_path / "ref"))
+    # another configuration (another lr, fingerprint run-b) stopped after its epoch 2 of 4 in the same folder:
+    # resuming its checkpoint would give other weights
     other = _model()
-    start = [p.clone() for p in other.parameters()]
-    fit(other, _data(), _step(), [{"params": other.parameters()}], _cfg(tmp_path, epochs=2, fingerprint="run-b"))
-    assert any(not torch.equal(p, s) for p, s in zip(other.parameters(), start))  # it trained from scratch
-    for pa, pb in zip(first.parameters(), other.parameters()):
-        assert torch.equal(pa, pb)  # same seed, same data: same result as the first run, not a continuation
+    with pytest.raises(Interrupt):
+        fit(other, _data(), _step(fail_at=11), [{"params": other.parameters()}],
+            _cfg(tmp_path / "run", lr=0.1, fingerprint="run-b"))
+    ours, calls = _model(), []
+    fit(ours, _data(), _counting_step(calls), [{"params": ours.parameters()}], _cfg(tmp_path / "run"))
+    assert len(calls) == 16  # all 4 epochs of 4 steps: trained from scratch
+    for pa, pb in zip(reference.parameters(), ours.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def _interrupted(tmp_path, fail_at):
+    model = _model()
+    with pytest.raises(Interrupt):
+        fit(model, _data(), _step(fail_at=fail_at), [{"params": model.parameters()}], _cfg(tmp_path / "run"))
+    return tmp_path / "run" / "ckpt.pt"
+
+
+def test_truncated_checkpoint_is_set_aside_and_training_resumes_from_the_epoch_before(tmp_path, caplog):
+    reference = _model()
+    fit(reference, _data(), _step(), [{"params": reference.parameters()}], _cfg(tmp_path / "ref"))
+    checkpoint = _interrupted(tmp_path, fail_at=11)  # in epoch 3: checkpoint of epoch 2, the previous of epoch 1
+    assert torch.load(previous_checkpoint(checkpoint), weights_only=False)["epoch"] == 0
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    resumed, calls = _model(), []
+    with caplog.at_level(logging.INFO, logger="textwsss.training.loop"):
+        fit(resumed, _data(), _counting_step(calls), [{"params": resumed.parameters()}], _cfg(tmp_path / "run"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(str(checkpoint) in m and "cannot be read" in m and "ckpt.pt.corrupt" in m for m in messages)
+    assert (tmp_path / "run" / "ckpt.pt.corrupt").is_file()
+    assert len(calls) == 12  # epochs 2-4: one epoch lost, not the run
+    for pa, pb in zip(reference.parameters(), resumed.parameters()):
+        assert torch.equal(pa, pb)
+    assert checkpoint.read_bytes() == (tmp_path / "ref" / "ckpt.pt").read_bytes()
+
+
+def test_checkpoint_that_fails_its_hash_with_no_good_one_left_trains_from_scratch(tmp_path, caplog):
+    reference = _model()
+    fit(reference, _data(), _step(), [{"params": reference.parameters()}], _cfg(tmp_path / "ref"))
+    checkpoint = _interrupted(tmp_path, fail_at=6)  # in epoch 2: the checkpoint of epoch 1, no previous one
+    assert not previous_checkpoint(checkpoint).exists()
+    # a readable file whose weights changed after it was written (torch.load does not notice a flipped bit)
+    state = torch.load(checkpoint, weights_only=False)
+    state["model"]["0.weight"][0, 0] += 1.0
+    torch.save(state, checkpoint)
+    resumed, calls = _model(), []
+    with caplog.at_level(logging.WARNING, logger="textwsss.training.loop"):
+        fit(resumed, _data(), _counting_step(calls), [{"params": resumed.parameters()}], _cfg(tmp_path / "run"))
+    assert any(str(checkpoint) in r.getMessage() and "does not match its recorded hash" in r.getMessage()
+               for r in caplog.records)
+    assert len(calls) == 16
+    # from scratch: byte-identical to the uninterrupted run, the checkpoint (and its previous one) included
+    assert checkpoint.read_bytes() == (tmp_path / "ref" / "ckpt.pt").read_bytes()
+    assert previous_checkpoint(checkpoint).read_bytes() == previous_checkpoint(tmp_path / "ref" / "ckpt.pt").read_bytes()
 
 
 def test_head_learning_rate_multiplier(tmp_path):

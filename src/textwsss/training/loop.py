@@ -8,9 +8,16 @@ learning rate, and a progress bar. The model-specific part is a `step_fn(model, 
 
 Resume is exact: every epoch re-seeds all generators from (seed, epoch), so an epoch's shuffling and
 augmentation do not depend on whether the run was interrupted before it.
+
+A checkpoint is only a cache of progress: losing it costs time, never the run. It carries a hash of its own
+content (torch.load does not check one: a flipped bit in a tensor loads silently), the previous epoch's one is
+kept beside it (checkpoint.prev.pt), and one that cannot be read or does not match its hash is logged with its
+path and the reason, moved aside (checkpoint.pt.corrupt) and training resumes from the previous one, or from
+scratch when none is good.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -28,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from ..io import save_torch
+from ..io import atomic_path
 from ..models.runtime import place
 
 log = logging.getLogger(__name__)
@@ -145,14 +152,89 @@ def _rng_state() -> dict:
     return state
 
 
-def _load_checkpoint(cfg: TrainConfig) -> dict | None:
-    if cfg.checkpoint is None or not Path(cfg.checkpoint).is_file():
-        return None
-    state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != cfg.fingerprint:
-        log.info("%s belongs to another configuration or data; training from scratch", cfg.checkpoint)
-        return None
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint of the epoch before the last one is kept."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def content_digest(obj) -> str:
+    """sha256 of a checkpoint's content: every tensor's dtype, shape and bytes and every other value's repr, in
+    the order of the (nested) dicts and lists. Equal content gives an equal digest on any machine."""
+    h = hashlib.sha256()
+
+    def walk(x) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, np.ndarray):
+            h.update(f"A{x.dtype}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)}".encode())
+            for k, v in x.items():
+                h.update(repr(k).encode())
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            h.update(f"L{len(x)}".encode())
+            for v in x:
+                walk(v)
+        else:
+            h.update(repr(x).encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Writes `state` with its content digest, atomically; the checkpoint it replaces becomes the previous one
+    (renamed just before the new one is, so at every moment one of them is whole)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: torch names the archive's folder after it, see io.save_torch
+            torch.save({**state, "digest": content_digest(state)}, f)
+        if path.exists():
+            os.replace(path, previous_checkpoint(path))
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The state save_checkpoint wrote; ValueError with the reason when it cannot be read or does not match its
+    digest."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ValueError(f"cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") \
+            from err
+    if not isinstance(state, dict) or "digest" not in state:
+        raise ValueError("has no content hash (not a checkpoint of this version)")
+    digest = state.pop("digest")
+    if content_digest(state) != digest:
+        raise ValueError("its content does not match its recorded hash")
     return state
+
+
+def _load_checkpoint(cfg: TrainConfig, main: bool = True) -> tuple[dict, Path] | tuple[None, None]:
+    """(state, path) of the newest good checkpoint of this run (the last epoch's, else the one before it);
+    damaged ones are set aside by the main process."""
+    if cfg.checkpoint is None:
+        return None, None
+    for path in (Path(cfg.checkpoint), previous_checkpoint(cfg.checkpoint)):
+        if not path.is_file():
+            continue
+        try:
+            state = read_checkpoint(path)
+        except ValueError as err:
+            aside = path.with_name(path.name + ".corrupt")
+            log.warning("%s %s; moved aside to %s, training resumes from the last good state", path, err, aside.name)
+            if main:
+                os.replace(path, aside)
+            continue
+        if state.get("fingerprint") != cfg.fingerprint:
+            log.info("%s belongs to another configuration or data; not resumed", path)
+            continue
+        return state, path
+    return None, None
 
 
 def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups: list[dict], cfg: TrainConfig,
@@ -170,14 +252,14 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, resumed, seconds = 0, False, 0.0
-    state = _load_checkpoint(cfg)
+    state, path = _load_checkpoint(cfg, main=env.main)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, resumed = state["epoch"] + 1, True
-        log.info("resuming %s from %s after epoch %d of %d", desc, cfg.checkpoint, state["epoch"] + 1, cfg.epochs)
+        log.info("resuming %s from %s after epoch %d of %d", desc, path, state["epoch"] + 1, cfg.epochs)
     elif env.main and cfg.live_dir is not None and Path(cfg.live_dir).exists():
         shutil.rmtree(cfg.live_dir)  # logs of an unrelated earlier run
     env.barrier()
@@ -236,9 +318,9 @@ def fit(model: torch.nn.Module, dataset: Dataset, step_fn: StepFn, param_groups:
                  ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
         seconds += time.perf_counter() - epoch_start
         if env.main and cfg.checkpoint is not None:
-            save_torch(cfg.checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                        "epoch": epoch, "rng": _rng_state(), "fingerprint": cfg.fingerprint})
+            save_checkpoint(cfg.checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                             "epoch": epoch, "rng": _rng_state(), "fingerprint": cfg.fingerprint})
         env.barrier()
     if live is not None:
         # wall time of the epochs this process trained (a resumed run counts its own part only); kept out of the
