@@ -102,6 +102,19 @@ def segments(text: str) -> list[list[str]]:
 ALL = [c for doc in DOCS for c in commands(doc)]
 
 
+def inline_experiments(path: Path) -> list[Command]:
+    """The complete `dvc exp run ...` of the prose and tables (no ... and no NAME-style placeholder)."""
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        for span in re.findall(r"`(dvc exp run [^`]+)`", line):
+            if "..." not in span and not re.search(r"[=\s][A-Z]+(\s|$)", span) and not span.endswith("-S"):
+                out.append(Command(str(path.relative_to(ROOT)), n, span))
+    return out
+
+
+INLINE = [c for doc in DOCS for c in inline_experiments(doc)]
+
+
 # ---------------------------------------------------------------- dvc
 
 def stage_names() -> set[str]:
@@ -378,6 +391,14 @@ def test_every_fenced_block_names_its_language(doc):
 def test_docs_command(command, request, tmp_path):
     try:
         check_line(command.text, lambda: request.getfixturevalue("tiny"), tmp_path)
+    except AssertionError as e:
+        raise AssertionError(f"{command}\n{e}") from None
+
+
+@pytest.mark.parametrize("command", INLINE, ids=lambda c: f"{c.file}:{c.line}:{c.text[12:40]}")
+def test_inline_experiment(command, tmp_path):
+    try:
+        check_line(command.text, None, tmp_path)
     except AssertionError as e:
         raise AssertionError(f"{command}\n{e}") from None
 
