@@ -126,3 +126,14 @@ def test_a_damaged_model_file_names_itself_and_the_stage_that_makes_it(project):
     ws.model_file("train_cam").unlink()
     with pytest.raises(FileNotFoundError, match=r"model\.pt is missing.*dvc repro train_cam"):
         make_cam.run(params, ws)
+
+
+def test_a_damaged_baseline_stops_train_cam_with_its_name(project):
+    from textwsss.pipeline import train_cam
+
+    params, ws = project
+    ws.model_file("train_cam_baseline").parent.mkdir(parents=True)
+    ws.model_file("train_cam_baseline").write_bytes(b"PK\x03\x04 a copy that stopped here")
+    with pytest.raises(ValueError, match=r"train_cam_baseline/model\.pt, the output of the train_cam_baseline "
+                                         r"stage, is damaged.*dvc repro -f train_cam_baseline"):
+        train_cam.run(params, ws)

@@ -11,7 +11,7 @@ from ..training.launch import is_main_process
 from ..training.loop import fit, seed_everything, train_config
 from ..training.steps import bce_step, class_weight_tensor, clims_step
 from .train_cam_baseline import cam_network, classification_set
-from .workspace import Workspace
+from .workspace import Workspace, stage_output
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ def run(params, ws: Workspace) -> None:
     model = cam_network(params, classes)
     inputs = [ws.prepared / "dataset.json"]
     if params.cam.init == "baseline":
-        baseline = ws.model_dir("train_cam_baseline") / "model.pt"
-        load_cam_weights(model, baseline)
+        baseline = ws.model_file("train_cam_baseline")
+        with stage_output("train_cam_baseline", baseline):
+            load_cam_weights(model, baseline)
         inputs.append(baseline)
         log.info("fine-tuning the baseline CAM network %s", baseline)
     if cfg.loss == "clims":
