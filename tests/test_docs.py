@@ -403,6 +403,14 @@ def test_inline_experiment(command, tmp_path):
         raise AssertionError(f"{command}\n{e}") from None
 
 
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(doc):
+    """A moved or renamed page (or figure) breaks a link here rather than for a reader."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text())
+    broken = [link for link in links if "://" not in link and not (doc.parent / link).exists()]
+    assert not broken, f"{doc.relative_to(ROOT)}: links to missing files {broken}"
+
+
 def test_the_published_broken_override_is_caught(tmp_path):
     """The tags example as it once was: DVC stops with "Key 'kiwi' is not in struct"; the `+` form works."""
     tags = "dvc exp run -S data.layout=tags -S data.root=/data/my_tags"
