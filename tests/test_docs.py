@@ -336,6 +336,9 @@ NOT_RUN = {  # long or machine-changing; each still named here so a new kind of 
 }
 
 
+INFORMATIONAL = {"lscpu", "nproc", "nvidia-smi", "free"}
+
+
 def classify(argv: list[str], ctx: dict, tiny, tmp: Path) -> str:
     while argv and ENV.match(argv[0]):
         argv = argv[1:]
@@ -346,6 +349,8 @@ def classify(argv: list[str], ctx: dict, tiny, tmp: Path) -> str:
         if argv[0] == "bash":
             check_bash_script(argv[1:])
         return NOT_RUN[tuple(argv[:2])]
+    if head in INFORMATIONAL:
+        return "prints facts about the machine: not needed here"
     if head in (".", "source"):
         assert argv[1:] == [".venv/bin/activate"], f"only the project's venv is sourced, not {argv[1:]}"
         return "activates the venv"
