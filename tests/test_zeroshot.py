@@ -24,8 +24,13 @@ def test_open_clip_cams_have_image_shape_and_range(arch):
     cams = zeroshot_cams(matcher, image, [7, 11], CONCEPTS, ["tree", "sky"])
     assert cams.shape == (2, 37, 51) and cams.dtype == np.float32
     assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
-    for cam in cams:  # per-class max normalisation (an all-zero CAM is allowed for random weights)
+    for cam in cams:  # per-class max normalisation (one class's CAM may be all zero for random weights)
         assert cam.max() == pytest.approx(1.0) or cam.max() == 0.0
+    # The softmax probabilities of the concepts sum to 1, so their gradients, channel weights and GradCAM maps
+    # before the ReLU sum to 0 at every pixel: when all concepts are classes of the image, every pixel is claimed
+    # by at least one class, whatever the weights. An all-zero CAM cannot pass this.
+    every = zeroshot_cams(matcher, image, [7, 11, 14], CONCEPTS, [])
+    assert (every.max(axis=0) > 0).all()
     assert zeroshot_cams(matcher, image, [], CONCEPTS, []).shape == (0, 37, 51)
     with pytest.raises(ValueError, match="class_indices"):
         zeroshot_cams(matcher, image, [20], CONCEPTS, [])
