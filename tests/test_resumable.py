@@ -112,7 +112,7 @@ def test_a_cam_file_damaged_after_make_cam_stops_pseudo_labels_with_its_name(pro
     make_cam.run(params, ws)
     _flip_a_bit(ws.cams / f"{IDS[3]}.npz")
     with pytest.raises(ValueError, match=rf"{IDS[3]}\.npz: its content differs from what make_cam recorded.*"
-                                         r"dvc repro -f make_cam"):
+                                         r"dvc repro -s -f make_cam"):
         pseudo_labels.run(params, ws)
     assert not (ws.pseudo_labels / f"{IDS[3]}.png").exists()
 
@@ -121,7 +121,7 @@ def test_a_damaged_model_file_names_itself_and_the_stage_that_makes_it(project):
     params, ws = project
     _truncate(ws.model_file("train_cam"))
     with pytest.raises(ValueError, match=r"train_cam/model\.pt, the output of the train_cam stage, is damaged.*"
-                                         r"dvc repro -f train_cam"):
+                                         r"dvc repro -s -f train_cam"):
         make_cam.run(params, ws)
     ws.model_file("train_cam").unlink()
     with pytest.raises(FileNotFoundError, match=r"model\.pt is missing.*dvc repro train_cam"):
@@ -135,5 +135,5 @@ def test_a_damaged_baseline_stops_train_cam_with_its_name(project):
     ws.model_file("train_cam_baseline").parent.mkdir(parents=True)
     ws.model_file("train_cam_baseline").write_bytes(b"PK\x03\x04 a copy that stopped here")
     with pytest.raises(ValueError, match=r"train_cam_baseline/model\.pt, the output of the train_cam_baseline "
-                                         r"stage, is damaged.*dvc repro -f train_cam_baseline"):
+                                         r"stage, is damaged.*dvc repro -s -f train_cam_baseline"):
         train_cam.run(params, ws)

@@ -156,8 +156,9 @@ def test_checkpoint_that_fails_its_hash_with_no_good_one_left_trains_from_scratc
                for r in caplog.records)
     assert len(calls) == 16
     # from scratch: byte-identical to the uninterrupted run, the checkpoint (and its previous one) included
-    assert checkpoint.read_bytes() == (tmp_path / "ref" / "ckpt.pt").read_bytes()
-    assert previous_checkpoint(checkpoint).read_bytes() == previous_checkpoint(tmp_path / "ref" / "ckpt.pt").read_bytes()
+    reference_file = tmp_path / "ref" / "ckpt.pt"
+    assert checkpoint.read_bytes() == reference_file.read_bytes()
+    assert previous_checkpoint(checkpoint).read_bytes() == previous_checkpoint(reference_file).read_bytes()
 
 
 def test_head_learning_rate_multiplier(tmp_path):

@@ -119,7 +119,7 @@ def _label_one(task: tuple) -> tuple[str, int, str]:
     if cam_md5 is not None and file_md5(cam_file) != cam_md5:
         raise ValueError(f"{cam_file}: its content differs from what make_cam recorded in its manifest (damaged "
                          f"since it was written, e.g. by a failed copy or a damaged `dvc pull`); make_cam checks "
-                         f"and recomputes it: `dvc repro -f make_cam`")
+                         f"and recomputes it: `dvc repro -s -f make_cam`")
     cams, keys = load_cam(cam_file)
     data = label_png_bytes(pseudo_label(read_image(image_file), cams, keys, mode, image_id=image_id, **kwargs))
     write_bytes(out_file, data)
@@ -132,7 +132,7 @@ def cam_hashes(cam_dir: Path, ids: Sequence[str]) -> dict[str, str]:
     missing = [i for i in ids if cam_path(cam_dir, i).name not in manifest]
     if missing:
         raise ValueError(f"{cam_dir}: make_cam's manifest lists no CAM file for {len(missing)} ids "
-                         f"({', '.join(missing[:10])}); run `dvc repro -f make_cam`")
+                         f"({', '.join(missing[:10])}); run `dvc repro -s -f make_cam`")
     return {i: manifest[cam_path(cam_dir, i).name][1] for i in ids}
 
 

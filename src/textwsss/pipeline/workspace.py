@@ -87,4 +87,5 @@ def stage_output(stage: str, path: Path) -> Iterator[None]:
                                 f"`dvc repro {stage}` (or `dvc pull {stage}`)") from err
     except (ValueError, KeyError) as err:  # KeyError: a readable file that lacks what a model file holds
         raise ValueError(f"{path}, the output of the {stage} stage, is damaged or unusable ({err}); make it "
-                         f"again with `dvc repro -f {stage}`, or delete it and run `dvc repro`") from err
+                         f"again with `dvc repro -s -f {stage}` (a training stage resumes its checkpoint), or "
+                         f"delete it and run `dvc repro`") from err
