@@ -1,13 +1,16 @@
-"""One entry point that builds the matcher named by params `guide.kind`."""
+"""One entry point that builds the matcher named by params `guide.kind`, and its spec: the same matcher rebuilt
+without params.yaml (a segmentation checkpoint's class gate)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 
 from textwsss.guide.base import Matcher
 
 KINDS = ("open_clip", "imagenet")
+SPEC_KEYS = {"kind", "arch", "pretrained", "prompt", "temperature", "synonyms", "imagenet_classes"}
 
 
 def build_matcher(kind: str, *, arch: str = "ViT-B-32", pretrained: str | None = "openai",
@@ -35,16 +38,52 @@ def build_matcher(kind: str, *, arch: str = "ViT-B-32", pretrained: str | None =
     return prepare_matcher(matcher, device)
 
 
-def matcher_from_params(params, classes, device: str | torch.device = "cpu") -> Matcher:
-    """The matcher of params `guide`, with clims.synonyms (keyed by class names or prompt names) attached to the
-    dataset's class prompts; a class the matcher cannot score stops here with the message saying how to map it."""
+def matcher_spec(params, classes) -> dict:
+    """build_matcher's arguments for params `guide` and clims.synonyms (keyed by class names or prompt names,
+    mapped here to the dataset's class prompts): plain data, so a checkpoint can rebuild the same matcher without
+    params.yaml. A local checkpoint path is made absolute, so the spec works from any directory."""
     g = params.guide
     params.clims.check_classes(classes)
-    synonyms = {classes.prompts[classes.index(k)]: v for k, v in params.clims.synonyms.items()}
-    matcher = build_matcher(g.kind, arch=g.arch, pretrained=g.pretrained, prompt=g.prompt,
-                            temperature=g.temperature, synonyms=synonyms, imagenet_classes=g.imagenet_classes,
-                            device=device)
+    pretrained = g.pretrained
+    if pretrained and Path(pretrained).is_file():
+        pretrained = str(Path(pretrained).resolve())
+    return {"kind": g.kind, "arch": g.arch, "pretrained": pretrained, "prompt": g.prompt,
+            "temperature": float(g.temperature),
+            "synonyms": {classes.prompts[classes.index(k)]: list(v) for k, v in params.clims.synonyms.items()},
+            "imagenet_classes": {k: list(v) for k, v in g.imagenet_classes.items()}}
+
+
+def matcher_from_spec(spec: Mapping, device: str | torch.device = "cpu") -> Matcher:
+    """The matcher of a matcher_spec() record."""
+    unknown = set(spec) - SPEC_KEYS
+    if unknown or "kind" not in spec:
+        raise ValueError(f"matcher spec: expected the keys {sorted(SPEC_KEYS)}, got {sorted(spec)}")
+    return build_matcher(**spec, device=device)
+
+
+def matcher_from_params(params, classes, device: str | torch.device = "cpu") -> Matcher:
+    """The matcher of params `guide`, with clims.synonyms attached to the dataset's class prompts; a class the
+    matcher cannot score stops here with the message saying how to map it."""
+    matcher = matcher_from_spec(matcher_spec(params, classes), device)
     matcher.check_concepts(list(classes.prompts), background=False)
+    return matcher
+
+
+def matcher_state(matcher: Matcher) -> dict | None:
+    """What the matcher fitted beyond its spec (the stand-in's calibrated per-concept biases), or None."""
+    bias = getattr(matcher, "_bias", None)
+    if not bias:
+        return None
+    # the stand-in keys its biases by the concept's ImageNet class set (synonyms sharing classes share one)
+    return {"bias": [[list(key), float(value)] for key, value in bias.items()]}
+
+
+def restore_matcher_state(matcher: Matcher, state: Mapping | None) -> Matcher:
+    """Puts back what matcher_state() recorded."""
+    if state:
+        if not hasattr(matcher, "_bias"):
+            raise ValueError(f"matcher state: calibration biases recorded, but a {type(matcher).__name__} has none")
+        matcher._bias = {tuple(int(i) for i in key): float(value) for key, value in state["bias"]}
     return matcher
 
 

@@ -1,5 +1,7 @@
 """Trained-model files: weights, the spec that rebuilds the architecture, and the class list, so a checkpoint
-is usable without params.yaml or the dataset it was trained on (`textwsss predict` reads all it needs here)."""
+is usable without params.yaml or the dataset it was trained on (`textwsss predict` reads all it needs here).
+A segmentation model also carries its evaluation record (evaluation.py: eval_seg's inference options and the
+tuned class gate), so its score needs nothing else either."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +15,15 @@ from .runtime import place
 FORMAT = "textwsss-model-2"
 
 
-def save_model(path: str | Path, model: torch.nn.Module, classes: ClassList, **meta) -> None:
-    save_torch(path, {"format": FORMAT, "spec": model.spec, "classes": classes.to_json(),
-                      "state_dict": model.state_dict(), "meta": meta})
+def save_model(path: str | Path, model: torch.nn.Module, classes: ClassList, *, evaluation: dict | None = None,
+               **meta) -> None:
+    """evaluation: what the score depends on besides the weights (evaluation.py's record); stored only when given,
+    so a checkpoint without it is recognisably one written before it existed."""
+    state = {"format": FORMAT, "spec": model.spec, "classes": classes.to_json(), "state_dict": model.state_dict(),
+             "meta": meta}
+    if evaluation is not None:
+        state["evaluation"] = evaluation
+    save_torch(path, state)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -35,13 +43,19 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """(model in eval mode on `device`, meta). The model's `classes` attribute is its ClassList."""
+    model, state = load_model_state(path, device)
+    return model, state.get("meta", {})
+
+
+def load_model_state(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode on `device`, the checkpoint's other entries: spec, meta, evaluation record, ...)."""
     from .factory import build_model
 
     state = read_checkpoint(path)
     model = build_model(state["spec"])
     model.load_state_dict(state["state_dict"])
     model.classes = ClassList.from_json(state["classes"])
-    return place(model, device).eval(), state.get("meta", {})
+    return place(model, device).eval(), {k: v for k, v in state.items() if k != "state_dict"}
 
 
 def _irn_to_ours(state: dict, model: torch.nn.Module, path: Path) -> dict:

@@ -1,10 +1,16 @@
 """train_seg: DeepLab v3+ (or CRIS) trained on the pseudo-labels (or, as an upper bound, on the train masks).
-DeepLab trains with params train_seg, CRIS with train_cris (CRIS's own recipe)."""
+DeepLab trains with params train_seg, CRIS with train_cris (CRIS's own recipe).
+
+model.pt also carries the evaluation record (evaluation.py): params eval_seg's inference options and the class
+gate tuned on the train labels, so the checkpoint alone reproduces eval_seg. Those params are kept out of the
+training fingerprint: changing one reruns this stage, which resumes the finished checkpoint.pt (no training) and
+only re-tunes and re-packages."""
 from __future__ import annotations
 
 import logging
 
 from ..data.training_sets import SegmentationDataset
+from ..evaluation import evaluation_record
 from ..models.checkpoints import save_model
 from ..models.factory import build_cris, build_deeplab
 from ..params import resolve_device
@@ -85,5 +91,6 @@ def run(params, ws: Workspace) -> None:
     fit(model, dataset, step, model.param_groups(backbone_lr_mult=cfg.backbone_lr_mult), train_cfg,
         desc="train_seg")
     if is_main_process():
-        save_model(out / "model.pt", model.cpu(), classes, stage="train_seg", params=run_config)
+        record = evaluation_record(params, data, device)
+        save_model(out / "model.pt", model.cpu(), classes, evaluation=record, stage="train_seg", params=run_config)
         log.info("segmentation model written to %s", out / "model.pt")

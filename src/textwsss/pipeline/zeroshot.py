@@ -110,6 +110,15 @@ def tuning_ids(data: PreparedDataset, n: int) -> list[str]:
     return scored if n <= 0 or n >= len(scored) else pick_figure_ids(scored, n)
 
 
+def label_free_skip_reason(data: PreparedDataset, scored: Sequence[str], tune: Sequence[str]) -> str:
+    """Why the label-free variant cannot run: it tunes its background threshold on train masks and is scored on
+    val masks."""
+    if not tune:
+        return (f"it tunes its background threshold on train images with masks, and none of the "
+                f"{len(data.ids('train'))} train images has one")
+    return f"none of the {len(data.ids('val'))} val images has a mask to score it on"
+
+
 def run(params, ws: Workspace) -> None:
     data = ws.dataset(params)
     matcher = matcher_from_params(params, data.classes, resolve_device(params.device))
@@ -121,6 +130,10 @@ def run(params, ws: Workspace) -> None:
         best["label_free"] = evaluate_label_free(params, matcher, data, tune, scored)
         log.info("label-free zero-shot mIoU %.2f (classes picked by the matcher: F1 %.1f on val)",
                  best["label_free"]["miou"], best["label_free"]["class_f1_val"])
+    else:
+        reason = label_free_skip_reason(data, scored, tune)
+        best["label_free"] = {"skipped": reason}
+        log.warning("label-free zero-shot baseline skipped: %s", reason)
     write_json(ws.metrics / "zeroshot.json", best)
     write_json(ws.plots / "zeroshot_threshold.json", curve)
     if best["miou"] is None:

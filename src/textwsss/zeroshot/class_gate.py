@@ -56,6 +56,19 @@ class ClassGate:
             out["class_f1_val"] = class_f1(predicted, labels)
         return out
 
+    def to_record(self, matcher_spec: dict, matcher_state: dict | None = None) -> dict:
+        """The gate as a segmentation checkpoint keeps it: the matcher's spec (guide/factory.py matcher_spec) and
+        fitted state, the concepts as they were used, the exact threshold."""
+        return {"kind": "matcher", "matcher": dict(matcher_spec), "matcher_state": matcher_state,
+                "class_concepts": list(self.class_concepts), "background_concepts": list(self.background_concepts),
+                "threshold": float(self.threshold), "class_f1_train": self.class_f1_train}
+
+    @classmethod
+    def from_record(cls, record: dict, matcher) -> "ClassGate":
+        """The gate of to_record(), on `matcher` rebuilt from record["matcher"] (and its state)."""
+        return cls(matcher, list(record["class_concepts"]), list(record["background_concepts"]),
+                   float(record["threshold"]), record["class_f1_train"])
+
 
 def tune_on_split(matcher, data, role: str, background_words: Sequence[str]) -> ClassGate:
     """A ClassGate tuned on every image of the dataset's `role` split (train) against its image-level labels."""
