@@ -56,12 +56,12 @@ def sparse_affinity(boundary: Tensor, radius: int, beta: float) -> scipy.sparse.
     return scipy.sparse.csr_array((values, (rows, cols)), shape=(n, n))
 
 
-def dense_affinity(boundary: Tensor, radius: int, beta: float) -> Tensor:
-    """A^beta as a dense (n, n) float64 tensor: the pairs both ways and the unit self-loops."""
+def dense_affinity(boundary: Tensor, radius: int, beta: float, dtype: torch.dtype = torch.float64) -> Tensor:
+    """A^beta as a dense (n, n) tensor: the pairs both ways and the unit self-loops (the powers in float64)."""
     src, dst, aff = _pairs(boundary, radius)
     n = boundary.numel()
-    dense = torch.eye(n, dtype=torch.float64)
-    src, dst, weights = torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(aff) ** beta
+    dense = torch.eye(n, dtype=dtype)
+    src, dst, weights = torch.from_numpy(src), torch.from_numpy(dst), (torch.from_numpy(aff) ** beta).to(dtype)
     dense[src, dst] = weights
     dense[dst, src] = weights
     return dense
@@ -78,8 +78,8 @@ def propagate_dense(cams: Tensor, boundary: Tensor, *, beta: float = 10, exp_tim
     cams (C, h, w), boundary (h, w) in [0, 1] -> (C, h, w) float64. dtype: the matrix products' precision."""
     _check(cams, boundary)
     _check_walk(beta, exp_times)
-    a = dense_affinity(boundary, radius, beta)
-    t = (a / a.sum(0, keepdim=True)).to(dtype)
+    t = dense_affinity(boundary, radius, beta, dtype)
+    t /= t.sum(0, keepdim=True)  # in place: at n = 12k every n x n copy is 0.6 GB (float32)
     for _ in range(int(exp_times)):
         t = t @ t
     return (_start(cams, boundary).to(dtype) @ t).double().reshape(cams.shape)
@@ -112,20 +112,31 @@ def walk_labels(cams: Tensor, keys, boundary: Tensor, image_size: tuple[int, int
         raise ValueError(f"keys: expected one class number per CAM ({cams.shape[0]}), got {len(keys)}")
     if len(keys) and (keys.min() < 1 or keys.max() > 254):
         raise ValueError(f"keys: expected class numbers 1..254 (0 is the background), got {keys.tolist()}")
-    probs = walk_scores(cams, boundary, image_size, bg_threshold=bg_threshold, beta=beta, exp_times=exp_times,
-                        radius=radius, dense=dense)
-    return np.concatenate([[0], keys])[probs.argmax(0).numpy()].astype(np.uint8)
+    scores = walk_scores(cams, boundary, image_size, bg_threshold=bg_threshold, beta=beta, exp_times=exp_times,
+                         radius=radius, dense=dense)
+    return labels_from_scores(scores, keys)
+
+
+def labels_from_scores(scores: Tensor, keys) -> np.ndarray:
+    """argmax of walk_scores, as label numbers: 0 for the background row, keys[c] for CAM c."""
+    return np.concatenate([[0], np.asarray(keys, dtype=np.int64)])[scores.argmax(0).numpy()].astype(np.uint8)
 
 
 def walk_scores(cams: Tensor, boundary: Tensor, image_size: tuple[int, int], *, bg_threshold: float = 0.25,
-                beta: float = 10, exp_times: int = 8, radius: int = 5, dense: bool = False) -> Tensor:
-    """The (1 + C, H, W) scores walk_labels takes the argmax of: the background row, then the walked CAMs."""
+                beta: float = 10, exp_times: int = 8, radius: int = 5, dense: bool = False,
+                dense_dtype: torch.dtype = torch.float64) -> Tensor:
+    """The (1 + C, H, W) scores walk_labels takes the argmax of: the background row, then the walked CAMs.
+    dense_dtype: the reference's matrix precision (the official code's is float32)."""
     h, w = image_size
     if h > 4 * cams.shape[-2] or w > 4 * cams.shape[-1]:
         raise ValueError(f"image_size: expected at most 4x the stride-4 maps {tuple(cams.shape[-2:])}, got "
                          f"{tuple(image_size)}")
-    walk = propagate_dense if dense else propagate
-    rw = walk(cams, boundary, beta=beta, exp_times=exp_times, radius=radius) if cams.shape[0] else cams.double()
+    if not cams.shape[0]:
+        rw = cams.double()
+    elif dense:
+        rw = propagate_dense(cams, boundary, beta=beta, exp_times=exp_times, radius=radius, dtype=dense_dtype)
+    else:
+        rw = propagate(cams, boundary, beta=beta, exp_times=exp_times, radius=radius)
     up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
     if up.numel():
         up = up / up.max().clamp_min(1e-12)  # an all-zero walk (no CAM mass) leaves everything background
