@@ -11,6 +11,7 @@ import torch
 
 from textwsss.cli import main
 from textwsss.data.classes import VOC
+from textwsss.evaluation import RECORD_VERSION, InferenceOptions
 from textwsss.models.checkpoints import load_model, save_model
 from textwsss.models.factory import build_deeplab
 from textwsss.segment import predict_labels
@@ -18,12 +19,16 @@ from textwsss.synthetic import write_voc_root
 from vocmini import image_path, read_image, read_mask
 
 
+# what train_seg records with eval_seg's options at a long side of 1024 and no class gate
+RECORD = {"version": RECORD_VERSION, "inference": InferenceOptions(max_side=1024).to_record(), "class_gate": None}
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_deeplab(backbone="efficientnet_lite0", pretrained="none", num_classes=21).eval()
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_model(path, model, VOC, stage="test")
+    save_model(path, model, VOC, evaluation=RECORD, stage="test")
     return path, model
 
 
@@ -52,13 +57,45 @@ def test_checkpoint_rebuilds_without_params(checkpoint):
     assert meta["stage"] == "test" and rebuilt.classes == VOC
 
 
+def _plain_scores(pred_dir: Path, root: Path, ids) -> tuple[float, float]:
+    """(mIoU, pixel accuracy) in percent of predict's PNGs against the masks, counted here pixel by pixel: the
+    IoU of every label that occurs in a prediction or a mask, void (255) pixels left out."""
+    inter, union, correct, total = np.zeros(21), np.zeros(21), 0, 0
+    for i in ids:
+        pred, gt = read_mask(pred_dir / f"{i}.png"), read_mask(root / "SegmentationClass" / f"{i}.png")
+        valid = gt != 255
+        for label in range(21):
+            p, g = (pred == label) & valid, (gt == label) & valid
+            inter[label] += (p & g).sum()
+            union[label] += (p | g).sum()
+        correct += ((pred == gt) & valid).sum()
+        total += valid.sum()
+    present = union > 0
+    return 100 * float((inter[present] / union[present]).mean()), 100 * correct / total
+
+
 def test_evaluate_writes_seg_json(checkpoint, root, tmp_path):
     path, _ = checkpoint
     out = tmp_path / "val.json"
     assert main(["evaluate", "--root", str(root), "--split", "val", "--checkpoint", str(path),
                  "--out", str(out)]) == 0
     scores = json.loads(out.read_text())
-    assert {"miou", "pixel_acc", "per_class"} <= set(scores) and 0 <= scores["miou"] <= 100
+    ids = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    assert main(["predict", "--checkpoint", str(path), *[str(image_path(root, i)) for i in ids],
+                 "--out", str(tmp_path / "pred")]) == 0
+    miou, pixel_acc = _plain_scores(tmp_path / "pred", root, ids)
+    assert scores["miou"] == pytest.approx(miou, abs=1e-6)
+    assert scores["pixel_acc"] == pytest.approx(pixel_acc, abs=1e-6)
+    assert scores["n_images"] == len(ids) and set(scores["per_class"]) == set(VOC.label_names)
+
+
+def test_a_checkpoint_without_an_evaluation_record_says_so(checkpoint, root, tmp_path, caplog):
+    _, model = checkpoint
+    old = tmp_path / "old.pt"
+    save_model(old, model, VOC, stage="test")  # as train_seg wrote it before checkpoints carried a record
+    assert main(["evaluate", "--root", str(root), "--split", "val", "--checkpoint", str(old),
+                 "--out", str(tmp_path / "x.json")]) == 0
+    assert "carries no evaluation record" in caplog.text and "dvc repro" in caplog.text
 
 
 def test_evaluate_names_a_corrupt_image(checkpoint, root, tmp_path, caplog):
@@ -123,25 +160,29 @@ def test_predict_on_a_24_megapixel_photo_stays_under_2_gb(checkpoint, tmp_path):
 
 
 def test_predict_with_the_class_gate_paints_the_matchers_class_only(checkpoint, root, tmp_path):
-    # a threshold no softmax presence score reaches: each image keeps only the matcher's best class
-    from textwsss.guide.factory import matcher_from_params
-    from textwsss.params import load_params
-    from textwsss.zeroshot.presence import presence_scores
-
-    path, _ = checkpoint
-    gated, plain = tmp_path / "gated", tmp_path / "plain"
+    # the gate's matcher gives aeroplane every ImageNet class: its log-mass is 0, every other class's is below
+    # (a softmax never puts all the mass on a strict subset), and without background words aeroplane has the
+    # highest presence score in any image. A threshold of 1.0 no score reaches leaves each image its best class.
+    _, model = checkpoint
+    spec = {"kind": "imagenet", "arch": "ViT-B-32", "pretrained": "none", "prompt": "a photo of {}.",
+            "temperature": 1.0, "synonyms": {}, "imagenet_classes": {"aeroplane": list(range(1000))}}
+    gate = {"kind": "matcher", "matcher": spec, "matcher_state": None, "class_concepts": list(VOC.prompts),
+            "background_concepts": [], "threshold": 1.0, "class_f1_train": None}
+    path = tmp_path / "gated.pt"
+    save_model(path, model, VOC, evaluation={**RECORD, "class_gate": gate}, stage="test")
+    outs = {name: tmp_path / name for name in ("gated", "plain", "zero")}
     images = str(root / "JPEGImages")
-    assert main(["predict", "--checkpoint", str(path), images, "--out", str(plain)]) == 0
-    assert main(["predict", "--checkpoint", str(path), images, "--out", str(gated), "--class-gate", "1.0"]) == 0
-    params = load_params()
-    matcher = matcher_from_params(params, VOC, "cpu")
-    background = matcher.check_concepts(params.zeroshot.background_words, background=True)
+    assert main(["predict", "--checkpoint", str(path), images, "--out", str(outs["gated"])]) == 0  # the stored gate
+    assert main(["predict", "--checkpoint", str(path), images, "--out", str(outs["plain"]), "--class-gate",
+                 "none"]) == 0
+    # threshold 0: every score reaches it, every class may be painted
+    assert main(["predict", "--checkpoint", str(path), images, "--out", str(outs["zero"]), "--class-gate",
+                 "0"]) == 0
     changed = 0
-    for png in sorted(gated.glob("*.png")):
-        image = read_image(root / "JPEGImages" / f"{png.stem}.jpg")
-        best = int(presence_scores(matcher, [image], list(VOC.prompts), background)[0].argmax())
+    for png in sorted(outs["gated"].glob("*.png")):
         labels = read_mask(png)
-        assert set(np.unique(labels)) <= {0, best + 1}, png
-        changed += int((labels != read_mask(plain / png.name)).any())
-    assert changed > 0  # the untrained model paints other classes than the matcher's
-    assert main(["predict", "--checkpoint", str(path), images, "--out", str(gated), "--class-gate", "2"]) == 1
+        assert set(np.unique(labels)) <= {0, 1}, png
+        changed += int((labels != read_mask(outs["plain"] / png.name)).any())
+        np.testing.assert_array_equal(read_mask(outs["zero"] / png.name), read_mask(outs["plain"] / png.name))
+    assert changed > 0  # the untrained model paints other classes than aeroplane
+    assert main(["predict", "--checkpoint", str(path), images, "--out", str(outs["gated"]), "--class-gate", "2"]) == 1
