@@ -14,6 +14,7 @@ Checks that the CAMs agree (max abs difference < 1e-4) and prints images/s of ea
 --max-pixels: big scales are cache-bound on a CPU, so batching them hurts while small scales still gain.
 
     python benchmarks/make_cam.py [--n 16] [--max-side 320] [--batch-size 4] [--threads 2] [--max-pixels 150000]
+                                  [--root ../shared/voc-mini] [--quick]
 """
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from _timing import best_time
+from _voc import voc_root, voc_subset
 
 from textwsss.cam import group_by_size, multiscale_cams, reference_cam
-from textwsss.datasets import to_tensor
-from textwsss.make_cams import working_size
-from textwsss.voc import image_path, labels_of_mask, mask_path, read_image, read_mask, read_split
+from textwsss.data.images import working_size
+from textwsss.data.transforms import to_tensor
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-4
@@ -40,18 +41,15 @@ TARGET_RATIO = 1.5
 
 def load_images(root: Path, n: int, max_side: int) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
     """The first n train images (float (3,H,W) in [0,1], long side <= max_side) and their classes."""
-    ids = read_split(root, "train")[:n]
-    if len(ids) < n:
-        raise ValueError(f"--n: {root} has only {len(ids)} train images, asked for {n}")
-    images, keys = {}, {}
-    for i in ids:
-        x = to_tensor(read_image(image_path(root, i)))
+    data = voc_subset(root, "train", n)
+    images = {}
+    for i in data.ids("train"):
+        x = to_tensor(data.read_image(i))
         size = working_size(x.shape[1], x.shape[2], max_side)
         if size != tuple(x.shape[1:]):
             x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
         images[i] = x
-        keys[i] = [int(k) for k in labels_of_mask(read_mask(mask_path(root, i)))]
-    return images, keys
+    return images, dict(data.labels)
 
 
 def run_batched(model: torch.nn.Module, images: dict[str, torch.Tensor], keys: dict[str, list[int]],
@@ -72,7 +70,7 @@ def run_reference(model: torch.nn.Module, images: dict[str, torch.Tensor], keys:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("/work/shared/voc-mini"))
+    parser.add_argument("--root", type=Path, default=None, help="VOC-layout data root (default ../shared/voc-mini)")
     parser.add_argument("--n", type=int, default=16, help="number of train images")
     parser.add_argument("--max-side", type=int, default=320, help="images downscaled to this long side")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 1.5, 2.0])
@@ -82,8 +80,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per path; the fastest counts")
     parser.add_argument("--max-pixels", type=int, default=150_000,
                         help="batched path: input pixels per forward pass (0: no cap), as make_cam.max_pixels")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 images at 96 px, scales 1 and 0.5, 1 thread: checks it runs (the ratio means little)")
     args = parser.parse_args()
+    if args.quick:  # one thread: on a loaded machine two spinning OpenMP threads stall each other
+        args.n, args.max_side, args.scales, args.repeats, args.threads = 2, 96, [1.0, 0.5], 1, 1
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    root = voc_root(args.root)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     from textwsss.models.factory import build_cam_net
@@ -93,8 +96,8 @@ def main() -> None:
     model = build_cam_net(backbone="efficientnet_lite0", pretrained="imagenet", output_stride=16,
                           num_classes=20).eval()
     plain = copy.deepcopy(model)
-    model = for_inference(model, "cpu", probe=image_probe("cpu"))  # as textwsss.make_cams does
-    images, keys = load_images(args.root, args.n, args.max_side)
+    model = for_inference(model, "cpu", probe=image_probe("cpu"))  # as the make_cam stage does (textwsss.pipeline.make_cam)
+    images, keys = load_images(root, args.n, args.max_side)
     flip = not args.no_flip
     sizes = {tuple(x.shape[1:]) for x in images.values()}
     n_batches = len(group_by_size({i: tuple(x.shape[1:]) for i, x in images.items()}, args.batch_size))
@@ -121,6 +124,7 @@ def main() -> None:
           f"batching alone (same network): {t_nhwc / t_bat:.2f}x")
     if failed:
         raise SystemExit(f"CAMs differ from the reference by >= {TOLERANCE}")
+
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,8 @@ model, as DVC runs them in a real project. Prints images/s and peak RSS of each 
 images (memory must stay flat: every stage streams), then kills make_cam with SIGKILL in the middle of a run,
 lets `dvc repro` finish it, and checks that every CAM file has the md5 of an uninterrupted run.
 
-    python benchmarks/scale.py [--images 10582] [--small 1000] [--workdir /tmp/textwsss-scale] [--keep]
+    python benchmarks/scale.py [--images 10582] [--small 1000] [--workdir TMPDIR/textwsss-scale] [--keep]
+    python benchmarks/scale.py --quick     12 images, one project, the prepare stage only (checks it runs)
 
 Images are synthetic scenes (textwsss.synthetic) of 128 x 96 pixels; the CAM network is EfficientNet-Lite0 with
 random weights trained one epoch on tiny crops (its quality does not matter here, its cost per pixel does).
@@ -17,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,11 +86,14 @@ def _env() -> dict:
     return env
 
 
-def measure(project: Path, n: int) -> dict[str, tuple[float, float]]:
+STAGES = ("prepare", "train_cam_baseline", "train_cam", "make_cam", "pseudo_labels")
+
+
+def measure(project: Path, n: int, stages: tuple[str, ...] = STAGES) -> dict[str, tuple[float, float]]:
     """{stage: (wall seconds, peak RSS MB)} of `dvc repro -s <stage>` (the stage alone, as DVC runs it, output
     caching included), the peak being the largest process of the run."""
     rows = {}
-    for stage in ("prepare", "train_cam_baseline", "train_cam", "make_cam", "pseudo_labels"):
+    for stage in stages:
         wrapped = ["/usr/bin/time", "-f", "%M %e", "dvc", "repro", "-s", stage]
         result = subprocess.run(wrapped, cwd=project, env=_env(), capture_output=True, text=True)
         if result.returncode != 0:
@@ -135,9 +140,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10582)
     parser.add_argument("--small", type=int, default=1000)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/textwsss-scale"))
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textwsss-scale")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--quick", action="store_true", help="12 images, prepare only, in a fresh temporary folder")
     args = parser.parse_args()
+    if args.quick:
+        quick()
+        return
     data = args.workdir / "data"
     start = time.perf_counter()
     write_dataset(data, args.images, args.small)
@@ -153,6 +162,18 @@ def main() -> None:
     kill_and_resume(args.workdir / f"project_{args.images}", args.images)
     if not args.keep:
         shutil.rmtree(args.workdir)
+
+
+def quick() -> None:
+    """The same dataset writer, project set-up and measurement on 12 images, for the prepare stage alone."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        write_dataset(work / "data", 12, 6)
+        project = make_project(work / "project", work / "data", "train_small")
+        rows = measure(project, 6, ("prepare",))
+    wall, peak = rows["prepare"]
+    print(f"quick check: prepare on 6 generated images through dvc repro: {6 / wall:.1f} img/s, "
+          f"peak RSS {peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 All paths run the same step on the same batch (N voc-mini train images, short side resized to --crop and
 centre-cropped, labels from their masks): CAM network forward (EfficientNet-Lite0, ImageNet weights, output
-stride 16, 20 classes, train mode), sigmoid, CLIMS loss with the frozen ImageNet matcher, backward.
-- reference: `per_pair_clims_loss` below, the straightforward loop: two encode_images calls (fg, bg) per
+stride 16, 20 classes, train mode), sigmoid, CLIMS loss with the frozen ImageNet matcher (uncalibrated on every
+path), backward. The loss weights, reduction, input mode and background words are params.yaml's `clims`.
+- reference: `per_pair_clims_loss` below, the straightforward loop: two matcher calls (fg, bg) per
              present (image, class) pair, networks in PyTorch's default (NCHW) layout;
-- stage:     textwsss.losses.clims.clims_loss as the stage runs it: the 2P masked images stacked and encoded
-             in calls of --matcher-batch images (params train_cam.matcher_batch), networks channels-last
+- stage:     textwsss.training.steps.clims_step, the step train_cam runs: the 2P masked images stacked and
+             encoded in calls of --matcher-batch images (params train_cam.matcher_batch), networks channels-last
              (textwsss.models.runtime.place), the frozen matcher's BatchNorm folded (build_matcher);
 - informative rows split the gain: the per-pair loop on the stage's networks, and clims_loss with the whole stack
   in ONE matcher call (what a GPU wants; on a CPU a 30-image call at 224 px runs slower per image than
@@ -15,7 +16,7 @@ First checks, in float64, that every path gives the reference's loss terms (rela
 (relative L2 1e-6); then times the float32 step of each path and prints steps/s and the ratios.
 
     python benchmarks/train_cam_step.py [--n 8] [--crop 224] [--threads 2] [--repeats 5] [--matcher-batch 8]
-                                        [--device cpu]
+                                        [--device cpu] [--root ../shared/voc-mini] [--quick]
 """
 from __future__ import annotations
 
@@ -30,84 +31,90 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from _timing import best_time
+from _voc import voc_root, voc_subset
 
-from textwsss.datasets import multi_hot, to_tensor
+from textwsss.data.transforms import multi_hot, to_tensor
 from textwsss.guide import build_matcher
-from textwsss.guide.factory import prepare_matcher
 from textwsss.guide.base import SIM_MAX, SIM_MIN, Matcher
+from textwsss.guide.factory import prepare_matcher
 from textwsss.guide.imagenet_matcher import ImageNetMatcher
-from textwsss.losses.clims import clims_loss
-from textwsss.voc import CLASS_NAMES, image_path, labels_of_mask, mask_path, read_image, read_mask, read_split, readable
+from textwsss.params import load_params
+from textwsss.training.steps import clims_step
 
 log = logging.getLogger(__name__)
 LOSS_RTOL = 1e-5
 GRAD_RTOL = 1e-6  # float64 (the matcher casts its input images to float32: ~1e-8 remains)
 TARGET_RATIO = 2.0
-# The public CLIMS VOC background words; the ImageNet matcher keeps those it has classes for.
-BACKGROUND_WORDS = ["tree", "river", "sea", "lake", "water", "railway", "railroad", "track", "stone", "rocks"]
-WEIGHTS = {"alpha": 10.0, "beta": 24.0, "gamma": 1.0, "delta": 0.2, "cbs_threshold": 0.26}
+# the reference's own copy of ImageNet's statistics, for input_mode 'official'
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def load_batch(root: Path, n: int, crop: int) -> tuple[Tensor, Tensor]:
+def load_batch(root: Path, n: int, crop: int) -> tuple[Tensor, Tensor, list[str]]:
     """The first n train images with at least one object: (n,3,crop,crop) in [0,1] (short side resized to
-    crop, centre crop) and their (n,20) multi-hot labels."""
+    crop, centre crop), their (n,20) multi-hot labels from the masks, and the class prompts."""
+    data = voc_subset(root, "train", n, with_objects=True)
     images, labels = [], []
-    for image_id in read_split(root, "train"):
-        classes = [int(k) for k in labels_of_mask(read_mask(mask_path(root, image_id)))]
-        if not classes:
-            continue
-        x = to_tensor(read_image(image_path(root, image_id)))
+    for image_id in data.ids("train"):
+        x = to_tensor(data.read_image(image_id))
         h, w = x.shape[1:]
         scale = crop / min(h, w)
         size = (max(crop, round(h * scale)), max(crop, round(w * scale)))
         x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
         top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
         images.append(x[:, top:top + crop, left:left + crop])
-        labels.append(multi_hot(classes))
-        if len(images) == n:
-            break
-    if len(images) < n:
-        raise ValueError(f"--n: {root} has only {len(images)} train images with objects, asked for {n}")
-    return torch.stack(images), torch.stack(labels)
+        labels.append(multi_hot(data.labels[image_id], data.classes.num_classes))
+    return torch.stack(images), torch.stack(labels), list(data.classes.prompts)
 
 
 def per_pair_clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher,
                         class_concepts: Sequence[str], background_concepts: Sequence[str], *, alpha: float,
-                        beta: float, gamma: float, delta: float, cbs_threshold: float) -> dict[str, Tensor]:
+                        beta: float, gamma: float, delta: float, cbs_threshold: float, reduction: str,
+                        input_mode: str) -> dict[str, Tensor]:
     """Reference CLIMS loss (shared background word list): one matcher call for the foreground and one for
-    the background of every present (image, class) pair; per-image sums averaged over the batch."""
+    the background of every present (image, class) pair. reduction 'official': OTM and BTM averaged over the
+    pairs, CBS summed; 'per_image': per-image sums averaged over the batch. input_mode 'official': the
+    ImageNet-normalised image is masked and given to the matcher as it is; 'clip': the [0,1] image is masked."""
     batch = maps.shape[0]
     size = (matcher.input_size, matcher.input_size)
     concept_feats = matcher.encode_concepts(list(class_concepts) + list(background_concepts))
     k_count = len(class_concepts)
     zero = maps.sum() * 0.0
-    otm, btm, cbs = [zero] * batch, [zero] * batch, [zero] * batch
+    mean = torch.tensor(MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    otm, btm, cbs, owner = [], [], [], []
     for b, k in torch.nonzero(labels > 0.5).tolist():
         image = F.interpolate(images[b:b + 1], size=size, mode="bilinear", align_corners=False)
+        if input_mode == "official":
+            image = (image - mean) / std
+        encode = matcher.encode_prenormalised if input_mode == "official" else matcher.encode_images
         p = F.interpolate(maps[b:b + 1, k:k + 1], size=size, mode="bilinear", align_corners=False)
-        s_fg = matcher.similarity(matcher.encode_images(image * p), concept_feats).clamp(SIM_MIN, SIM_MAX)[0]
-        s_bg = matcher.similarity(matcher.encode_images(image * (1.0 - p)), concept_feats).clamp(SIM_MIN, SIM_MAX)[0]
-        otm[b] = otm[b] - torch.log(s_fg[k])
-        btm[b] = btm[b] - torch.log(1.0 - s_bg[k])
+        s_fg = matcher.similarity(encode(image * p), concept_feats).clamp(SIM_MIN, SIM_MAX)[0]
+        s_bg = matcher.similarity(encode(image * (1.0 - p)), concept_feats).clamp(SIM_MIN, SIM_MAX)[0]
+        otm.append(-torch.log(s_fg[k]))
+        btm.append(-torch.log(1.0 - s_bg[k]))
         s_words = s_fg[k_count:]
-        cbs[b] = cbs[b] + (-torch.log(1.0 - s_words) * (s_words > cbs_threshold)).sum()
-    terms = {"otm": torch.stack(otm).mean(), "btm": torch.stack(btm).mean(), "cbs": torch.stack(cbs).mean(),
-             "reg": maps.mean()}
+        cbs.append((-torch.log(1.0 - s_words) * (s_words > cbs_threshold)).sum())
+        owner.append(b)
+    if reduction == "official":
+        terms = {"otm": torch.stack(otm).mean(), "btm": torch.stack(btm).mean(), "cbs": torch.stack(cbs).sum()}
+    else:
+        def per_image(values):
+            sums = [zero] * batch
+            for b, v in zip(owner, values):
+                sums[b] = sums[b] + v
+            return torch.stack(sums).mean()
+        terms = {"otm": per_image(otm), "btm": per_image(btm), "cbs": per_image(cbs)}
+    terms["reg"] = maps.mean()
     terms["total"] = alpha * terms["otm"] + beta * terms["btm"] + gamma * terms["cbs"] + delta * terms["reg"]
     return terms
 
 
-LossFn = Callable[..., dict[str, Tensor]]
-
-
-def train_step(model: torch.nn.Module, images: Tensor, labels: Tensor, matcher: Matcher, words: list[str],
-               loss_fn: LossFn, **loss_options) -> tuple[dict[str, float], Tensor]:
-    """Forward + loss + backward of one step; the loss terms and the flattened CAM gradients."""
+def train_step(model: torch.nn.Module, loss: Callable, images: Tensor, labels: Tensor) -> tuple[dict[str, float], Tensor]:
+    """Forward + loss + backward of one step; the loss terms and the flattened CAM gradients.
+    loss(model, images, labels) -> terms."""
     torch.manual_seed(0)  # the same stochastic-depth draws in the CAM network on both paths
     model.zero_grad(set_to_none=True)
-    maps = torch.sigmoid(model(images))
-    out = loss_fn(maps, images, labels, matcher, [readable(c) for c in CLASS_NAMES], words, **WEIGHTS,
-                  **loss_options)
+    out = loss(model, images, labels)
     out["total"].backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     return {k: float(v.detach()) for k, v in out.items()}, grads
@@ -115,46 +122,68 @@ def train_step(model: torch.nn.Module, images: Tensor, labels: Tensor, matcher: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("/work/shared/voc-mini"))
+    parser.add_argument("--root", type=Path, default=None, help="VOC-layout data root (default ../shared/voc-mini)")
     parser.add_argument("--n", type=int, default=8, help="batch size (train images with objects)")
     parser.add_argument("--crop", type=int, default=224, help="square training crop")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per path; the fastest counts")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--matcher-batch", type=int, default=8,
-                        help="stage path: masked images per matcher call, as params train_cam.matcher_batch")
+    parser.add_argument("--matcher-batch", type=int, default=None,
+                        help="stage path: masked images per matcher call (default params train_cam.matcher_batch)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 image at 64 px, 1 thread, 1 timed step: checks it runs (the ratio means little)")
     args = parser.parse_args()
+    if args.quick:  # one thread: on a loaded machine two spinning OpenMP threads stall each other
+        args.n, args.crop, args.repeats, args.threads = 1, 64, 1, 1
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    root = voc_root(args.root)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     from textwsss.models.factory import build_cam_net
     from textwsss.models.runtime import place
 
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    clims = params.clims
+    if not isinstance(clims.background_words, list):
+        raise SystemExit("params clims.background_words: this benchmark's reference takes one shared word list, "
+                         "got a mapping per class")
+    options = {"alpha": clims.alpha, "beta": clims.beta, "gamma": clims.gamma, "delta": clims.delta,
+               "cbs_threshold": clims.cbs_threshold, "reduction": clims.reduction, "input_mode": clims.input_mode}
+    matcher_batch = params.train_cam.matcher_batch if args.matcher_batch is None else args.matcher_batch
+
+    images, labels, class_concepts = load_batch(root, args.n, args.crop)
     model = build_cam_net(backbone="efficientnet_lite0", pretrained="imagenet", output_stride=16,
-                          num_classes=len(CLASS_NAMES)).train()
+                          num_classes=labels.shape[1]).train()
     plain_model = copy.deepcopy(model).to(device)  # PyTorch's default layout, for the reference
     model = place(model, device)
     matcher = build_matcher("imagenet", device=device)  # as the stage builds it: channels-last, BatchNorm folded
     plain_matcher = ImageNetMatcher().to(device)  # the same frozen classifier, NCHW, BatchNorm kept
-    words = matcher.check_concepts(BACKGROUND_WORDS, background=True)
-    images, labels = load_batch(args.root, args.n, args.crop)
+    words = matcher.check_concepts(clims.background_words, background=True)
     images, labels = images.to(device), labels.to(device)
     pairs = int((labels > 0.5).sum())
     log.info("%d images at %d px, %d present (image, class) pairs -> %d masked images per step; "
-             "background words %s; %d threads, %s", args.n, args.crop, pairs, 2 * pairs, words, args.threads, device)
+             "background words %s; reduction %s, input_mode %s; %d threads, %s", args.n, args.crop, pairs, 2 * pairs,
+             words, clims.reduction, clims.input_mode, args.threads, device)
+    setup = (class_concepts, words, options, matcher_batch)
 
-    paths = step_paths(model, matcher, plain_model, plain_matcher, words, args.matcher_batch)
+    paths = step_paths(model, matcher, plain_model, plain_matcher, *setup)
     reference, stage = next(iter(paths)), list(paths)[-1]
+    keep = (reference, stage) if args.quick else tuple(paths)  # quick: without the informative rows
+    paths = {name: path for name, path in paths.items() if name in keep}
 
     # Correctness in float64, where neither batching nor layout changes more than the last bits; float32
     # rounding differs between layouts by ~1e-3 relative (BatchNorm in train mode amplifies it), so the
     # timed float32 runs below only report their differences.
     # (the stage's networks are prepared again from float64 copies: folding in float32 leaves float32 rounding)
     model64, matcher64 = copy.deepcopy(plain_model).double(), copy.deepcopy(plain_matcher).double()
+    # Matcher.resize hands the network float32 (a float64 matcher is only this check's); cast back after it
+    resize32 = matcher64.resize
+    matcher64.resize = lambda x: resize32(x).double()
     double = step_paths(place(copy.deepcopy(model64), device), prepare_matcher(matcher64, device), model64,
-                        matcher64, words, args.matcher_batch)
-    checks = {name: run_path(*path, images.double(), labels, words) for name, path in double.items()}
+                        matcher64, *setup)
+    double = {name: path for name, path in double.items() if name in keep}
+    checks = {name: train_step(*path, images.double(), labels) for name, path in double.items()}
     ref_terms, ref_grads = checks[reference]
     failed = False
     for name, (terms, grads) in checks.items():
@@ -168,8 +197,8 @@ def main() -> None:
                          f"gradient rtol {GRAD_RTOL})")
 
     for path in paths.values():
-        run_path(*path, images, labels, words)  # warm-up (allocator, kernels, concept cache)
-    results = {name: best_time(lambda p=path: run_path(*p, images, labels, words), args.repeats, device)
+        train_step(*path, images, labels)  # warm-up (allocator, kernels, concept cache)
+    results = {name: best_time(lambda p=path: train_step(*p, images, labels), args.repeats, device)
                for name, path in paths.items()}
     (ref_terms, ref_grads), t_ref = results[reference]
     for name, ((terms, grads), seconds) in results.items():
@@ -179,19 +208,26 @@ def main() -> None:
     print(f"speed-up stage step vs reference: {t_ref / results[stage][1]:.2f}x (target >= {TARGET_RATIO}x)")
 
 
-def step_paths(model, matcher, plain_model, plain_matcher, words, matcher_batch: int) -> dict[str, tuple]:
-    """name -> (CAM net, matcher, loss function, loss options); the reference first, the stage's step last."""
+def step_paths(model, matcher, plain_model, plain_matcher, class_concepts, words, options,
+               matcher_batch: int) -> dict[str, tuple]:
+    """name -> (CAM net, loss(model, images, labels)); the reference first, the stage's own step
+    (textwsss.training.steps.clims_step, as train_cam builds it) last."""
+    def per_pair(m):
+        def loss(net, images, labels):
+            return per_pair_clims_loss(torch.sigmoid(net(images)), images, labels, m, class_concepts, words,
+                                       **options)
+        return loss
+
+    def stage(m, per_call):
+        step = clims_step(m, class_concepts, words, class_weights=None, max_images_per_call=per_call, **options)
+        return lambda net, images, labels: step(net, (images, labels), images.device)
+
     return {
-        "reference: per-pair loop, NCHW": (plain_model, plain_matcher, per_pair_clims_loss, {}),
-        "  per-pair loop, stage networks": (model, matcher, per_pair_clims_loss, {}),
-        "  clims_loss, one call, stage networks": (model, matcher, clims_loss, {}),
-        f"stage: clims_loss, calls of {matcher_batch}": (model, matcher, clims_loss,
-                                                               {"max_images_per_call": matcher_batch}),
+        "reference: per-pair loop, NCHW": (plain_model, per_pair(plain_matcher)),
+        "  per-pair loop, stage networks": (model, per_pair(matcher)),
+        "  clims_loss, one call, stage networks": (model, stage(matcher, 0)),
+        f"stage: clims_step, calls of {matcher_batch}": (model, stage(matcher, matcher_batch)),
     }
-
-
-def run_path(model, matcher, loss_fn, options, images, labels, words):
-    return train_step(model, images, labels, matcher, words, loss_fn, **options)
 
 
 def differences(terms, grads, ref_terms, ref_grads) -> tuple[float, float]:
@@ -199,6 +235,7 @@ def differences(terms, grads, ref_terms, ref_grads) -> tuple[float, float]:
     loss_err = max(abs(terms[k] - ref_terms[k]) / max(1.0, abs(ref_terms[k])) for k in ref_terms)
     grad_err = float((grads - ref_grads).norm() / ref_grads.norm().clamp_min(1e-30))
     return loss_err, grad_err
+
 
 if __name__ == "__main__":
     main()

@@ -1,13 +1,15 @@
 """The README's ablation table: each CLIMS term, the pseudo-label CRF modes, the ground-truth upper bound and the
 TAS options, each one change from the committed params.yaml, through the whole DAG.
 
-    python scripts/ablations.py [--seeds 0] [--dry-run]
+    python scripts/ablations.py [--seeds 0] [--dry-run] [--quick]
 
 Every row runs as `dvc exp run -n <name>-s<seed> -S ...` (scripts/exp_grid.py) from a repository whose
 `dvc repro` is done: only the stages that read the changed key (and what follows them) rerun; the CLIMS rows
 stop at the pseudo-labels (their train_seg would cost 4 more minutes each on 2 cores). Writes
 reports/studies/ablations.md (and .json) with the metrics committed at HEAD as the first row.
-Rerunning it skips the experiments that exist already.
+Rerunning it skips the experiments that exist already. --quick runs nothing: it checks every row's command
+against params.yaml and dvc.yaml (exp_grid.check_commands) and renders the table from the committed
+reports/studies/ablations.json (printed, nothing written).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import argparse
 import json
 import subprocess
 
-from exp_grid import ROOT, Recipe, experiments, main_logging, metric, run_grid
+from exp_grid import ROOT, Recipe, experiments, main_logging, metric, quick_check, run_grid
 
 CAM_STAGES = ["eval_cam", "pseudo_labels"]  # a CLIMS term's effect shows in the CAMs and the pseudo-labels
 RECIPES = [
@@ -67,10 +69,7 @@ def committed_metrics() -> dict:
 
 def table(seeds: list[int]) -> tuple[str, list[dict]]:
     exps = experiments()
-    base = row_cells(committed_metrics())
-    lines = [COLUMNS, "|---|---|---|---|---|---|",
-             f"| defaults (committed metrics) | `dvc repro` | {base['cam']} | {base['pseudo']} | {base['seg']} | {base['tas']} |"]
-    rows = [{"recipe": "defaults", **base}]
+    rows = [{"recipe": "defaults", **row_cells(committed_metrics())}]
     for r in RECIPES:
         for s in r.seeds if r.seeds is not None else seeds:
             name = f"{r.name}-s{s}"
@@ -78,19 +77,40 @@ def table(seeds: list[int]) -> tuple[str, list[dict]]:
             cells = row_cells(found["metrics"]) if found else {k: "not run" for k in ("cam", "pseudo", "seg", "tas")}
             if found and r.targets == CAM_STAGES:  # the later metric files are the baseline's, not this row's
                 cells.update(seg="–", tas="–")
-            command = " ".join(r.command(s, r.targets or []))
             rows.append({"recipe": name, "note": r.note, "overrides": r.overrides, **cells})
-            lines.append(f"| {r.note} (seed {s}) | `{command}` | {cells['cam']} | {cells['pseudo']} | "
-                         f"{cells['seg']} | {cells['tas']} |")
-    return "\n".join(lines), rows
+    return render(rows), rows
+
+
+def render(rows: list[dict]) -> str:
+    """The markdown table of the rows (the first: the defaults), each command rebuilt from its recipe."""
+    recipes = {r.name: r for r in RECIPES}
+    base, *others = rows
+    lines = [COLUMNS, "|---|---|---|---|---|---|",
+             f"| defaults (committed metrics) | `dvc repro` | {base['cam']} | {base['pseudo']} | {base['seg']} | "
+             f"{base['tas']} |"]
+    for row in others:
+        name, seed = row["recipe"].rsplit("-s", 1)
+        if name not in recipes:
+            raise KeyError(f"ablations: row {row['recipe']!r} has no recipe in RECIPES")
+        r = recipes[name]
+        command = " ".join(r.command(int(seed), r.targets or []))
+        lines.append(f"| {r.note} (seed {seed}) | `{command}` | {row['cam']} | {row['pseudo']} | "
+                     f"{row['seg']} | {row['tas']} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="check every command, render the committed table")
     args = parser.parse_args()
     main_logging()
+    if args.quick:
+        quick_check(RECIPES, args.seeds, [])
+        rows = json.loads((ROOT / "reports" / "studies" / "ablations.json").read_text())
+        print(render(rows))
+        return
     run_grid(RECIPES, args.seeds, [], dry_run=args.dry_run)
     if args.dry_run:
         return

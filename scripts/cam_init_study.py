@@ -1,10 +1,12 @@
 """Where the CLIMS CAM network starts, and how its losses are reduced: CAM and pseudo-label mIoU over seeds.
 
-    python scripts/cam_init_study.py [--seeds 0 1 2] [--dry-run]
+    python scripts/cam_init_study.py [--seeds 0 1 2] [--dry-run] [--quick]
 
 Runs every recipe below as DVC experiments up to eval_cam and pseudo_labels (scripts/exp_grid.py) and writes
 reports/studies/cam_init.md (and .json): per recipe, CAM mIoU and pseudo-label mIoU (train split) of every seed,
-their mean and spread (max - min). Rerunning it skips the experiments that exist already.
+their mean and spread (max - min). Rerunning it skips the experiments that exist already. --quick runs nothing:
+it checks every row's command against params.yaml and dvc.yaml (exp_grid.check_commands) and prints the table
+with no experiment found (every cell '-').
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import argparse
 import json
 import statistics
 
-from exp_grid import ROOT, Recipe, experiments, main_logging, metric, run_grid
+from exp_grid import ROOT, Recipe, experiments, main_logging, metric, quick_check, run_grid
 
 RECIPES = [
     Recipe("cam-baseline-only", {"train_cam.loss": "bce", "cam.init": "imagenet"},
@@ -34,8 +36,9 @@ FILES = {"cam": "reports/metrics/cam.json", "pseudo": "reports/metrics/pseudo_la
 TARGETS = ["eval_cam", "pseudo_labels"]
 
 
-def table(seeds: list[int]) -> tuple[str, list[dict]]:
-    exps = experiments()
+def table(seeds: list[int], exps: dict | None = None) -> tuple[str, list[dict]]:
+    """The markdown table and its rows from the experiments (default: every one DVC knows here)."""
+    exps = experiments() if exps is None else exps
     rows, lines = [], ["| recipe | CAM mIoU per seed | mean (spread) | pseudo-label mIoU per seed | mean (spread) |",
                        "|---|---|---|---|---|"]
     for r in RECIPES:
@@ -62,8 +65,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="check every command, print the empty table")
     args = parser.parse_args()
     main_logging()
+    if args.quick:
+        quick_check(RECIPES, args.seeds, TARGETS)
+        print(table(args.seeds, exps={})[0])
+        return
     run_grid(RECIPES, args.seeds, TARGETS, dry_run=args.dry_run)
     if args.dry_run:
         return

@@ -1,6 +1,7 @@
 """train_seg's learning curve: val mIoU against the training budget for a few recipes, in-process, on any device.
 
     python scripts/seg_curve.py --source . --out reports/studies/seg_curve.json [--shard 0/4] [--device cuda]
+    python scripts/seg_curve.py --quick     every job's params validated, the committed GPU curve re-plotted
 
 The DVC study (scripts/seg_recipe_study.py) measures recipes on 2 CPU cores, where a long curve does not fit in
 a session; this script runs the same train_seg and eval_seg code on whatever device it is given (a GPU reaches
@@ -17,6 +18,7 @@ import copy
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -147,12 +149,30 @@ def run_job(job: dict, raw: dict, source: Path, scratch: Path) -> dict:
     return result
 
 
+def check_jobs(todo: list[dict], raw: dict) -> None:
+    """Every job's params (params.yaml + its overrides) validated as run_job validates them, before any runs."""
+    for job in todo:
+        parse_params(apply_overrides(raw, job["overrides"]), f"params.yaml + {job['curve']} job")
+
+
+def quick(raw: dict) -> None:
+    """--quick: every job of every curve validated; the committed GPU curve's table and plot rebuilt in a
+    temporary folder."""
+    todo = jobs(CURVES, ["gt", "pseudo"])
+    check_jobs(todo, raw)
+    results = json.loads((ROOT / "reports" / "studies" / "seg_curve_gpu.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        text = report(results, Path(tmp) / "seg_curve.json")
+    print(text)
+    print(f"quick check: {len(todo)} curve jobs' params valid; {len(results)} committed results re-rendered")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=ROOT, help="workspace where `dvc repro` is done")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--scratch", type=Path, default=ROOT / ".seg_curve")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="results JSON (required unless --list or --quick)")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i")
     parser.add_argument("--labels", nargs="+", default=["gt", "pseudo"])
     parser.add_argument("--curves", nargs="+", default=list(CURVES))
@@ -162,9 +182,16 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the jobs and stop")
     parser.add_argument("--report", nargs="+", type=Path, metavar="JSON",
                         help="only write the table and plot of these result files to --out (.md, .png)")
+    parser.add_argument("--quick", action="store_true", help="validate every job, re-render the committed curve")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    if args.quick:
+        quick(yaml.safe_load(args.params.read_text()))
+        return
+    if args.out is None and not args.list:
+        parser.error("--out is required (the results JSON)")
     if args.report:
         results = [r for f in args.report for r in json.loads(f.read_text())]
         print(report(results, args.out))
@@ -175,11 +202,12 @@ def main() -> None:
         todo = [j for j in todo if j["epochs"] <= args.max_epochs]
     i, n = (int(x) for x in args.shard.split("/"))
     todo = todo[i::n]
+    raw = yaml.safe_load(args.params.read_text())
+    check_jobs([{**j, "overrides": {**j["overrides"], **extra}} for j in todo], raw)  # a typo stops before any job
     if args.list:
         for j in todo:
             print(j["curve"], j["labels"], j["epochs"], j["seed"])
         return
-    raw = yaml.safe_load(args.params.read_text())
     results = []
     for job in todo:
         job["overrides"].update(extra)

@@ -2,7 +2,7 @@
 pseudo-labels, for the training budget, resolution, backbone, initialisation, learning rates and BatchNorm.
 
     python scripts/seg_recipe_study.py [--grid main|demo|eval] [--labels gt pseudo] [--seeds 0] [--rows ...]
-                                       [--dry-run | --report]
+                                       [--dry-run | --report | --quick]
 
 Grids: `main` changes one thing of the recipe before this study (10 epochs of 256-crops from ImageNet); `demo`
 changes one thing of the committed params.yaml (the demo's recipe, class gate included), so it says what would
@@ -13,6 +13,10 @@ so run it from a repository whose `dvc repro` is done). Writes reports/studies/s
 plot of val mIoU against training minutes (.png). Training minutes are the train_seg stage's own wall time
 (reports/train_seg/metrics.json "seconds"): run the study alone on the machine, one experiment at a time, and
 name the CPU with the numbers (lscpu).
+
+--quick runs nothing and writes nothing in reports/: it checks the command of every row of every grid against
+params.yaml and dvc.yaml (exp_grid.check_commands), then rebuilds the committed study files' rows
+(reports/studies/seg_recipe_<grid>.json) through the table code and plots them into a temporary folder.
 """
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ import argparse
 import json
 import math
 import statistics
+import tempfile
+from pathlib import Path
 
-from exp_grid import ROOT, Recipe, experiments, main_logging, metric, run_grid
+from exp_grid import ROOT, Recipe, experiments, main_logging, metric, quick_check, run_grid
 
 TRAIN_IMAGES = 148  # voc-mini's train split: steps per epoch = ceil(148 / batch)
 
@@ -86,10 +92,11 @@ GRIDS: dict[str, list[tuple[str, dict, str]]] = {
 GRID_BASE = {"main": BASE, "demo": {}, "eval": {}}
 
 
-def table(recipes: list[Recipe], seeds: list[int]) -> tuple[str, list[dict]]:
+def table(recipes: list[Recipe], seeds: list[int], exps: dict | None = None) -> tuple[str, list[dict]]:
+    """The markdown table and its rows from the experiments (default: every one DVC knows here)."""
     from textwsss.params import load_params
 
-    exps = experiments()
+    exps = experiments() if exps is None else exps
     committed = load_params(ROOT / "params.yaml").train_seg  # what a row without that override runs with
     lines = ["| recipe | labels | val mIoU per seed | mean (spread) | pixel acc | the network alone (no class gate): "
              "per seed, mean | train minutes | steps |",
@@ -152,6 +159,48 @@ def plot(rows: list[dict], path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
+def experiments_of_rows(rows: list[dict]) -> dict[str, dict]:
+    """The experiments a study file's rows were made of, as `experiments()` returns them (their metrics only)."""
+    exps = {}
+    for row in rows:
+        for k, seed in enumerate(row["seeds"]):
+            if row["miou"][k] is None:
+                continue
+            seg = {"miou": row["miou"][k], "pixel_acc": row["pixel_acc"][k]}
+            if row.get("miou_alone") and row["miou_alone"][k] is not None:
+                seg["ungated"] = {"miou": row["miou_alone"][k]}
+            exps[f"{row['recipe']}-s{seed}"] = {"metrics": {
+                "reports/metrics/seg.json": seg, "reports/train_seg/metrics.json": {"seconds": row["seconds"][k]}}}
+    return exps
+
+
+def quick(seeds: list[int]) -> None:
+    """--quick: every grid's commands checked; each committed study file re-rendered from its own rows."""
+    quick_check([r for grid in GRIDS for labels in ("gt", "pseudo")
+                 for r in _recipes(labels, GRIDS[grid], GRID_BASE[grid])], seeds, ["eval_seg"])
+    for grid in GRIDS:
+        path = ROOT / "reports" / "studies" / f"seg_recipe_{grid}.json"
+        if not path.is_file():
+            continue
+        saved = json.loads(path.read_text())
+        names = {row["recipe"] for row in saved}
+        recipes = [r for labels in ("gt", "pseudo") for r in _recipes(labels, GRIDS[grid], GRID_BASE[grid])
+                   if r.name in names]
+        missing = sorted(names - {r.name for r in recipes})
+        if missing:
+            raise SystemExit(f"{path}: rows {missing} are no longer in grid {grid!r}")
+        row_seeds = saved[0]["seeds"]
+        text, rows = table(recipes, row_seeds, experiments_of_rows(saved))
+        by_name = {row["recipe"]: row for row in saved}
+        changed = [row["recipe"] for row in rows if row["miou"] != by_name[row["recipe"]]["miou"]]
+        if changed:
+            raise SystemExit(f"{path}: rows {changed} do not come back through the table code")
+        with tempfile.TemporaryDirectory() as tmp:
+            plot(rows, Path(tmp) / f"seg_recipe_{grid}.png")
+        print(text.splitlines()[0] if grid != "demo" else text)
+        print(f"quick report: {path.name} re-rendered, {len(rows)} rows")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", default="main", choices=sorted(GRIDS))
@@ -162,8 +211,13 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--report", action="store_true", help="run nothing: write the table and plot from the "
                         "experiments that exist (a seed without a run shows as '-')")
+    parser.add_argument("--quick", action="store_true", help="check every grid's commands, re-render the "
+                        "committed study files (nothing run, nothing written in reports/)")
     args = parser.parse_args()
     main_logging()
+    if args.quick:
+        quick(args.seeds)
+        return
     recipes = [r for labels in args.labels for r in _recipes(labels, GRIDS[args.grid], GRID_BASE[args.grid])]
     unknown = set(args.rows or ()) - {name for name, _, _ in GRIDS[args.grid]}
     if unknown:

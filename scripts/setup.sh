@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the virtual environment .venv and installs the project with its pinned dependencies.
 # Re-running it is cheap: it installs again only when pyproject.toml changed since the last install.
+# --quick: install nothing; fail if an install would be needed, else check the environment as usual.
 set -euo pipefail
+quick=${1:-}
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+  if [ "${quick}" = --quick ]; then echo "setup: --quick: no .venv to check" >&2; exit 1; fi
   echo "setup: creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
 stamp=.venv/.textwsss-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ "$quick" = --quick ]; then echo "setup: --quick: an install is needed (stamp $stamp missing or older than pyproject.toml)" >&2; exit 1; fi
   echo "setup: installing the project and its pinned dependencies (first time: several minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e .
