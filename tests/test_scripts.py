@@ -24,6 +24,8 @@ RESULT = {
     "scripts/seg_curve.py": r"^quick check: \d+ curve jobs' params valid",
     "scripts/setup.sh": r"^setup: ready",
     "scripts/plots_offline.sh": r"index\.html$",
+    "scripts/results_table.py": r"the results table is up to date$",
+    "scripts/mutation.py": r"^quick: \d+/\d+ killed",
 }
 SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("benchmarks", "scripts") for p in (ROOT / d).iterdir()
                  if p.suffix in (".py", ".sh") and not p.name.startswith("_"))
@@ -48,5 +50,5 @@ def test_quick_mode_runs_and_prints_its_result_line(script):
     default = SPEED_UP if script.startswith("benchmarks/") else None
     pattern = RESULT.get(script, default)
     assert pattern is not None, f"{script}: add its quick mode's result line to RESULT in tests/test_scripts.py"
-    assert any(re.search(pattern, line) for line in done.stdout.splitlines()), \
+    assert any(re.search(pattern, line) for line in output.splitlines()), \
         f"{script} --quick printed no line matching {pattern!r}:\n{done.stdout[-2000:]}"
