@@ -129,11 +129,13 @@ def _label_one(task: tuple) -> tuple[str, int, str]:
 def cam_hashes(cam_dir: Path, ids: Sequence[str]) -> dict[str, str]:
     """{id: md5 of its CAM file} from make_cam's manifest (no file is read again)."""
     manifest = read_manifest(cam_dir)
-    missing = [i for i in ids if cam_path(cam_dir, i).name not in manifest]
+    # the manifest is keyed by the path below the folder: ids of the tags layout may name subfolders ("a/x")
+    key = {i: cam_path(cam_dir, i).relative_to(cam_dir).as_posix() for i in ids}
+    missing = [i for i in ids if key[i] not in manifest]
     if missing:
         raise ValueError(f"{cam_dir}: make_cam's manifest lists no CAM file for {len(missing)} ids "
                          f"({', '.join(missing[:10])}); run `dvc repro -s -f make_cam`")
-    return {i: manifest[cam_path(cam_dir, i).name][1] for i in ids}
+    return {i: manifest[key[i]][1] for i in ids}
 
 
 @contextlib.contextmanager
