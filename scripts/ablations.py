@@ -1,5 +1,5 @@
-"""The ablation table of docs/ablations.md: each CLIMS term, the pseudo-label CRF modes, the ground-truth upper bound and the
-TAS options, each one change from the committed params.yaml, through the whole DAG.
+"""The ablation table of docs/ablations.md: each CLIMS term, the pseudo-label CRF modes, the ground-truth upper
+bound and the TAS options, each one change from the committed params.yaml, through the whole DAG.
 
     python scripts/ablations.py [--seeds 0] [--dry-run] [--quick]
 
