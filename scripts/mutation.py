@@ -360,6 +360,18 @@ listed with its diff and a verdict. Target (issue 26): at least 85% in every mod
 
 
 def write_report(path: Path, results: list[dict]) -> None:
+    """Replaces the sections of `results` in the report, keeping the others. Two runs on different modules (each
+    in its own mutants/<key>/) may finish at the same moment: the read-merge-write holds an exclusive lock, so
+    neither drops the section the other just wrote."""
+    import fcntl
+
+    WORK.mkdir(exist_ok=True)
+    with open(WORK / "report.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _merge_report(path, results)
+
+
+def _merge_report(path: Path, results: list[dict]) -> None:
     from textwsss.io import write_text
 
     sections = {}
