@@ -1,5 +1,6 @@
 """eval_seg's class gate: only the classes the matcher finds in an image may be painted."""
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -167,3 +168,56 @@ def test_gate_is_tuned_on_the_train_images_and_labels_only():
     assert tune_on_split(_LogitTable(CONCEPTS, table), data, "val", ["grass"]).threshold == pytest.approx(0.44)
     with pytest.raises(ValueError, match="the val split has no images"):
         tune_on_split(matcher, _Split({"train": ["10"], "val": []}, {"10": [0]}), "val", ["grass"])
+
+
+class _ClosedVocabulary(_LogitTable):
+    """A closed-vocabulary matcher (as the ImageNet stand-in): a concept it cannot score stops as a class and is
+    dropped as a background word."""
+
+    def check_concepts(self, concepts, *, background):
+        unknown = [c for c in concepts if c not in self.concepts]
+        if unknown and not background:
+            raise ValueError(f"cannot score the classes {unknown}")
+        return [c for c in concepts if c in self.concepts]
+
+
+def test_gate_drops_background_words_the_matcher_cannot_score():
+    matcher = _ClosedVocabulary(CONCEPTS, LOGITS)
+    gate = ClassGate.tune(matcher, CONCEPTS[:3], ["lava", "grass"], [_grey(10)], [[0, 1]])
+    assert gate.background_concepts == ["grass"]  # "lava" dropped, not refused
+    np.testing.assert_allclose(gate.scores(_grey(10)), [0.4, 0.3, 0.2], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"^class gate: 1 tuning images but 2 label lists$"):
+        ClassGate.tune(matcher, CONCEPTS[:3], ["grass"], [_grey(10)], [[0, 1], [2]])
+
+
+def test_gate_record_round_trip_scores_identically():
+    # two images: grey 10 (scores 0.4 / 0.3 / 0.2 with the background word) labelled cat + dog, grey 20 (0.1 / 0.3 /
+    # 0.4) labelled dog + cow: F1 100 for thresholds in (0.2, 0.3] -> 0.22 (test_gate_is_tuned_on_the_train_...)
+    table = {10: np.log([4.0, 3.0, 2.0, 1.0]), 20: np.log([1.0, 3.0, 4.0, 2.0])}
+    images = [_grey(10), _grey(20)]
+    gate = ClassGate.tune(_LogitTable(CONCEPTS, table), CONCEPTS[:3], ["grass"], images, [[0, 1], [1, 2]])
+    spec, state = {"kind": "imagenet", "prompt": "a photo of a {}."}, {"bias": [[[1, 2], 0.5]]}
+    record = gate.to_record(spec, state)
+    assert record == {"kind": "matcher", "matcher": {"kind": "imagenet", "prompt": "a photo of a {}."},
+                      "matcher_state": {"bias": [[[1, 2], 0.5]]}, "class_concepts": ["cat", "dog", "cow"],
+                      "background_concepts": ["grass"], "threshold": pytest.approx(0.22),
+                      "class_f1_train": pytest.approx(100.0)}
+    spec["kind"] = "open_clip"  # the record is a copy: a later change of the caller's spec does not reach it
+    assert record["matcher"]["kind"] == "imagenet"
+    # a checkpoint stores plain data; the gate is rebuilt on a new matcher of the same spec
+    stored = json.loads(json.dumps(record))
+    loaded = ClassGate.from_record(stored, _LogitTable(CONCEPTS, table))
+    assert (loaded.class_concepts, loaded.background_concepts) == (["cat", "dog", "cow"], ["grass"])
+    assert loaded.threshold == gate.threshold and loaded.class_f1_train == gate.class_f1_train
+    assert isinstance(loaded.threshold, float)
+    for image in images:
+        np.testing.assert_array_equal(loaded.scores(image), gate.scores(image))
+    assert [loaded.classes(im) for im in images] == [gate.classes(im) for im in images] == [[0, 1], [1, 2]]
+    assert loaded.summary() == gate.summary() == {"kind": "matcher", "threshold": pytest.approx(0.22),
+                                                  "class_f1_train": pytest.approx(100.0)}
+
+
+def test_label_gate_summary_says_it_is_an_upper_bound():
+    assert LabelGate({"a": [0]}).summary() == {
+        "kind": "labels", "note": "each image's own labels: an upper bound of any class gate"}
+    assert LabelGate({"a": [0, 2]}).classes(np.zeros((2, 2, 3), np.uint8), "a") == [0, 2]

@@ -76,3 +76,59 @@ def test_referring_miou_and_oiou():
     assert scores["miou"] == pytest.approx(100 * (0.5 + 1 + 0) / 3)
     assert scores["oiou"] == pytest.approx(100 * 5 / 12)
     assert scores["n"] == 3
+
+
+def test_mask_iou_of_masks_that_each_have_a_pixel_the_other_lacks():
+    # prediction {0, 1}, ground truth {1, 2}: intersection {1}, union {0, 1, 2}; any non-zero value is "in"
+    assert mask_iou([1, 1, 0], [0, 1, 1]) == (1, 3)
+    assert mask_iou(np.array([3, 7, 0]), np.array([0, 255, 2])) == (1, 3)
+    with pytest.raises(ValueError, match=r"^mask shapes differ: \(2,\) vs \(3,\)$"):
+        mask_iou([1, 0], [1, 0, 0])
+
+
+def test_referring_scores_of_empty_unions_and_of_no_samples():
+    # an empty union (nothing to find, nothing predicted) counts IoU 1, a miss of a 1-pixel object IoU 0
+    scores = referring_scores([(0, 0), (0, 1)])
+    assert scores == {"miou": 50.0, "oiou": 0.0, "n": 2}
+    # every union empty: oIoU is 100 (0 / 0 would be NaN), mIoU too
+    assert referring_scores([(0, 0)]) == {"miou": 100.0, "oiou": 100.0, "n": 1}
+    assert referring_scores([]) == {"miou": 0.0, "oiou": 0.0, "n": 0}
+
+
+def test_one_label_matrix_and_integer_counts():
+    cm = ConfusionMatrix(["bg"])  # a single label is a valid (if trivial) matrix
+    cm.update(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8))
+    assert cm.matrix.dtype == np.int64 and cm.matrix.tolist() == [[4]]
+    with pytest.raises(ValueError, match=r"^ConfusionMatrix: expected at least one label name$"):
+        ConfusionMatrix([])
+
+
+def test_merge_adds_the_counts_of_another_matrix():
+    # the per-rank matrices of a distributed evaluation: merged, they equal one matrix fed both inputs
+    a, b = ConfusionMatrix(["bg", "a"]), ConfusionMatrix(["bg", "a"])
+    a.update(np.array([[0, 1, 1]]), np.array([[0, 0, 1]]))  # cells (0,0), (0,1), (1,1)
+    b.update(np.array([[1, 0]]), np.array([[1, 1]]))  # cells (1,1), (1,0)
+    a.merge(b)
+    np.testing.assert_array_equal(a.matrix, [[1, 1], [1, 2]])
+    np.testing.assert_array_equal(b.matrix, [[0, 0], [1, 1]])  # the other matrix is left as it was
+
+
+def test_summary_of_an_empty_matrix_has_no_nan():
+    s = ConfusionMatrix(["bg", "a"]).summary()
+    assert s == {"miou": 0.0, "pixel_acc": 0.0, "per_class": {"bg": None, "a": None}, "absent": ["bg", "a"]}
+
+
+def test_per_class_iou_is_rounded_to_four_decimals():
+    cm = ConfusionMatrix(["bg", "a", "b"])
+    cm.update(np.array([[0, 1, 1, 1], [2, 0, 2, 0]]), np.array([[0, 0, 1, 1], [2, 2, 255, 255]]))
+    # bg 1/3, a 2/3, b 1/2 (test_confusion_matrix_hand_computed_with_ignore): 4 decimals, exactly
+    assert cm.summary()["per_class"] == {"bg": 33.3333, "a": 66.6667, "b": 50.0}
+
+
+def test_prediction_equal_to_the_number_of_labels_is_refused():
+    cm = ConfusionMatrix(["bg", "a"])
+    with pytest.raises(ValueError, match=r"^prediction values must lie in 0\.\.1 on scored pixels, got 0\.\.2$"):
+        cm.update(np.array([[0, 2]]), np.array([[0, 1]]))
+    with pytest.raises(ValueError, match=r"^prediction values must lie in 0\.\.1 on scored pixels, got -1\.\.0$"):
+        cm.update(np.array([[-1, 0]]), np.array([[0, 1]]))
+    np.testing.assert_array_equal(cm.matrix, np.zeros((2, 2)))

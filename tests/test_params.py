@@ -113,3 +113,83 @@ def test_equal_ends_of_ordered_pairs_are_allowed():
                       "train_seg": {"scale_range": [0.8, 0.8]}})
     assert p.pseudo_labels.bg_threshold == p.pseudo_labels.fg_threshold == 0.3
     assert p.train_seg.scale_range == [0.8, 0.8]
+
+
+def _message(raw) -> str:
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    return str(err.value)
+
+
+def test_messages_name_the_source_the_value_its_type_and_the_rule():
+    # one line per problem: "<key path>: got <value> (<type>): <pydantic's message without 'Value error, '>"
+    assert _message({"device": "gpu", "seed": "x"}) == (
+        "params.yaml: 2 invalid parameter(s):\n"
+        "  seed: got 'x' (str): Input should be a valid integer\n"
+        "  device: got 'gpu' (str): expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    assert _message(5) == "params.yaml: expected a mapping of sections at the top level, got int"
+    with pytest.raises(ParamsError, match=r"^p\.yaml: expected a mapping of sections at the top level, got list$"):
+        parse_params([1], "p.yaml")
+
+
+def test_an_empty_params_file_gives_the_defaults(tmp_path):
+    empty = tmp_path / "params.yaml"
+    empty.write_text("# nothing set\n")  # YAML reads None
+    assert load_params(empty) == parse_params({}) == parse_params(None)
+    assert load_params(empty).device == "auto" and load_params(empty).seed == 0
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:12"])
+def test_device_strings_accepted(device):
+    assert parse_params({"device": device}).device == device
+
+
+@pytest.mark.parametrize("device", ["CPU", "cuda:", "cuda:x", "cuda:-1", "cuda1", "xxxxx1", "gpu:0", "mps"])
+def test_device_strings_refused(device):
+    assert _message({"device": device}).endswith(
+        f"device: got {device!r} (str): expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def test_class_names_must_be_non_empty_and_distinct():
+    assert _message({"data": {"classes": ["cat", " "]}}).endswith(
+        "data.classes: got ['cat', ' '] (list): expected a preset name (voc, coco) or a non-empty list of class names")
+    assert _message({"data": {"classes": []}}).endswith(
+        "data.classes: got [] (list): expected a preset name (voc, coco) or a non-empty list of class names")
+    # the duplicates named, each once, and only them
+    assert _message({"data": {"classes": ["cat", "dog", "cat", "cow", "cow", "cow"]}}).endswith(
+        "class names listed twice: ['cat', 'cow']")
+    assert parse_params({"data": {"classes": ["cat", "dog"]}}).data.classes == ["cat", "dog"]
+
+
+def test_prompt_template_needs_its_slot():
+    assert _message({"guide": {"prompt": "a photo"}}).endswith(
+        "guide.prompt: got 'a photo' (str): the prompt template must contain '{}' where the concept goes")
+
+
+def test_ordered_pair_messages():
+    assert _message({"train_seg": {"scale_range": [1.5, 0.5]}}).endswith(
+        "train_seg.scale_range: got [1.5, 0.5] (list): expected [low, high] with low <= high")
+    assert _message({"train_cam": {"resize_long": [384, 256]}}).endswith(
+        "train_cam.resize_long: got [384, 256] (list): expected [low, high] with low <= high")
+    assert _message({"eval_cam": {"thresholds": {"start": 0.5, "stop": 0.4}}}).endswith(
+        "eval_cam.thresholds: got {'start': 0.5, 'stop': 0.4} (dict): start 0.5 is above stop 0.4")
+
+
+def test_a_sweep_of_one_threshold_and_a_fixed_resize_are_allowed():
+    p = parse_params({"eval_cam": {"thresholds": {"start": 0.3, "stop": 0.3}},
+                      "train_cam": {"resize_long": [320, 320]}})
+    assert p.eval_cam.thresholds.values() == [0.3]
+    assert p.train_cam.resize_long == [320, 320]
+
+
+def test_every_unknown_class_of_the_class_keyed_settings_is_reported():
+    from textwsss.data.classes import VOC
+
+    parse_params({}).clims.check_classes(VOC)  # the default background words are a list: no class names in it
+    bad = parse_params({"clims": {"synonyms": {"sofaa": ["couch"]}, "class_prompts": {"persn": "player"},
+                                  "background_words": {"boat": ["sea"]}}})
+    with pytest.raises(ParamsError) as err:
+        bad.clims.check_classes(VOC)
+    assert str(err.value) == ("clims.synonyms: unknown class names ['sofaa']\n"
+                              "clims.class_prompts: unknown class names ['persn']\n"
+                              f"(the dataset's classes are {list(VOC.names)})")
