@@ -272,3 +272,132 @@ def test_clims_loss_trains_maps_onto_objects():
     assert losses[-1] < 0.7 * losses[0]
     all_on = _present_iou(torch.ones(len(scenes), NUM, 32, 32), masks, labels)  # ~0.2: maps on everywhere
     assert after > before + 0.3 and after > all_on + 0.15, (before, after, all_on)
+
+
+# ---- edge cases: each pins one rule of the loss (found by the mutation check, scripts/mutation.py) ----------
+def test_background_words_must_be_a_list_or_a_mapping_of_class_concepts():
+    maps, images, labels = _case()
+    with pytest.raises(ValueError, match=r"^background_concepts: keys \['horse'\] are not class concepts "
+                                         r"\['cat', 'dog', 'cow'\]$"):
+        clims_loss(maps, images, labels, IntensityMatcher(FACTORS), CLASSES, {"cat": ["sea"], "horse": ["tree"]})
+    with pytest.raises(ValueError, match=r"^background_concepts: expected a list of words or a mapping, got a "
+                                         r"single string$"):
+        clims_loss(maps, images, labels, IntensityMatcher(FACTORS), CLASSES, "tree")
+
+
+def test_shapes_are_checked_with_the_shape_given():
+    maps, images, labels = _case()
+    m = IntensityMatcher(FACTORS)
+    with pytest.raises(ValueError, match=r"^maps: expected \(B,K,h,w\), got shape \(2, 3, 5\)$"):
+        clims_loss(maps[..., 0], images, labels, m, CLASSES, [])
+    # a wrong channel count alone, a wrong batch alone, a missing dimension: each is refused
+    with pytest.raises(ValueError, match=r"^images: expected \(2,3,H,W\), got \(2, 1, 12, 12\)$"):
+        clims_loss(maps, images[:, :1], labels, m, CLASSES, [])
+    with pytest.raises(ValueError, match=r"^images: expected \(2,3,H,W\), got \(3, 3, 12, 12\)$"):
+        clims_loss(maps, torch.cat([images, images[:1]]), labels, m, CLASSES, [])
+    with pytest.raises(ValueError, match=r"^images: expected \(2,3,H,W\), got \(2, 3, 12\)$"):
+        clims_loss(maps, images[..., 0], labels, m, CLASSES, [])
+    with pytest.raises(ValueError, match=r"^class_weights: expected shape \(3,\), got \(2,\)$"):
+        clims_loss(maps, images, labels, m, CLASSES, [], class_weights=torch.ones(2))
+
+
+def test_cbs_counts_a_word_only_above_the_threshold():
+    # one 8x8 image at 0.5, the cat map at 0.5 (no resizing, so every score is exact): s(fg, tree) = 0.25 x 2 = 0.5
+    images = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
+    maps = torch.full((1, 1, 8, 8), 0.5, dtype=torch.float64)
+    labels = torch.ones(1, 1)
+    at = clims_loss(maps, images, labels, IntensityMatcher(FACTORS), ["cat"], ["tree"], cbs_threshold=0.5)
+    below = clims_loss(maps, images, labels, IntensityMatcher(FACTORS), ["cat"], ["tree"], cbs_threshold=0.4999)
+    assert at["cbs"].item() == 0.0  # a score equal to the threshold does not exceed it
+    assert below["cbs"].item() == pytest.approx(-math.log(1 - 0.5), rel=1e-9)
+
+
+class UnclampedMatcher(IntensityMatcher):
+    """Similarities outside (0, 1): the loss must clamp them into [SIM_MIN, SIM_MAX] itself."""
+
+    def similarity(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
+        return image_feats.double() @ concept_feats.T
+
+
+def test_similarities_are_clamped_so_every_term_stays_finite():
+    # image at 0.5, factor 4: the cat map fully on (fg 0.5 -> s = 2, bg 0 -> s = 0), the dog map off (fg 0 -> 0,
+    # bg 0.5 -> 2); clamped into [1e-4, 0.9999] (guide/base.py SIM_MIN, SIM_MAX) every log stays finite
+    images = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
+    maps = torch.stack([torch.ones(8, 8), torch.zeros(8, 8)])[None].double()
+    out = clims_loss(maps, images, torch.ones(1, 2), UnclampedMatcher({"cat": 4.0, "dog": 4.0}), ["cat", "dog"], [],
+                     reduction="official")
+    assert out["otm"].item() == pytest.approx(-(math.log(0.9999) + math.log(1e-4)) / 2, rel=1e-9)
+    assert out["btm"].item() == pytest.approx(-(math.log(1 - 1e-4) + math.log(1 - 0.9999)) / 2, rel=1e-9)
+
+
+def test_maps_and_images_are_resized_without_aligned_corners():
+    # 2x2 image and map, both 0 in the left column and 1 in the right, resized to the matcher's 8x8 as
+    # F.interpolate(align_corners=False) does: column i samples x = (i + 0.5) / 4 - 0.5, clamped into [0, 1], so the
+    # 8 columns are t = 0, 0, 1/8, 3/8, 5/8, 7/8, 1, 1. fg = t * t has mean 212/512, bg = t * (1 - t) 1/2 - 212/512
+    # (aligned corners would give t = i/7 and mean t^2 = 140/392 instead)
+    ramp = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    images = ramp.expand(1, 3, 2, 2).clone()
+    maps = ramp[None, None].clone()
+    out = clims_loss(maps, images, torch.ones(1, 1), IntensityMatcher(FACTORS), ["cat"], [], reduction="official")
+    fg, bg = 212 / 512, 0.5 - 212 / 512
+    assert out["otm"].item() == pytest.approx(-math.log(fg), rel=1e-6)
+    assert out["btm"].item() == pytest.approx(-math.log(1 - bg), rel=1e-6)
+    assert out["reg"].item() == pytest.approx(0.5)
+
+
+class Float32Matcher(IntensityMatcher):
+    """Similarities in the dtype of the image features (float32: the matcher's resize casts to it)."""
+
+    def similarity(self, image_feats: Tensor, concept_feats: Tensor) -> Tensor:
+        return (image_feats @ concept_feats.T.to(image_feats.dtype)).clamp(1e-4, 0.9999)
+
+
+def test_terms_keep_the_dtype_of_the_similarities():
+    # float64 images and class weights beside float32 maps and a float32 matcher: the terms stay float32 (a
+    # float64 weight would turn the whole loss, and its backward pass, into float64)
+    maps, images, labels = _case()
+    out = clims_loss(maps.detach().float(), images, labels, Float32Matcher(FACTORS), CLASSES, [],
+                     class_weights=torch.tensor([3.0, 1.0, 1.0], dtype=torch.float64), reduction="per_image")
+    assert {k: v.dtype for k, v in out.items()} == dict.fromkeys(out, torch.float32)
+    assert out["otm"].item() == pytest.approx(OTM - 2 * math.log(0.4) / 2, rel=1e-5)
+
+
+def test_constants_are_made_on_the_device_of_the_inputs():
+    # On a GPU, a constant made on the default device (the CPU) beside CUDA inputs stops the step. Here the default
+    # device is 'meta' (tensors without data) while the inputs live on the CPU: the same mistake, without a GPU.
+    maps, images, labels = _case()
+    matcher = IntensityMatcher(FACTORS)
+    kwargs = dict(reduction="per_image", input_mode="official")
+    expected = clims_loss(maps, images, labels, matcher, CLASSES, [], **kwargs)  # also caches the concepts
+    with torch.device("meta"):
+        out = clims_loss(maps, images, labels, matcher, CLASSES, [], **kwargs)
+    for name, value in expected.items():
+        assert out[name].device.type == "cpu" and out[name].item() == pytest.approx(value.item(), rel=1e-12), name
+
+
+def test_official_input_skips_the_matchers_own_normalisation():
+    # 'official' feeds the ImageNet-normalised masked image as it is: a matcher's own mean/std are not applied again
+    maps, images, labels = _case()
+    plain = IntensityMatcher({"cat": 0.3, "dog": 0.3, "cow": 0.3})
+    normalising = IntensityMatcher({"cat": 0.3, "dog": 0.3, "cow": 0.3})
+    normalising.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
+    normalising.register_buffer("std", torch.full((1, 3, 1, 1), 0.25))
+    a = clims_loss(maps, images, labels, plain, CLASSES, [], input_mode="official")
+    b = clims_loss(maps, images, labels, normalising, CLASSES, [], input_mode="official")
+    assert b["otm"].item() == pytest.approx(a["otm"].item(), rel=1e-9)
+    assert b["btm"].item() == pytest.approx(a["btm"].item(), rel=1e-9)
+    # while 'clip' does apply them: the same matchers then disagree
+    assert clims_loss(maps, images, labels, normalising, CLASSES, [])["otm"].item() != pytest.approx(
+        clims_loss(maps, images, labels, plain, CLASSES, [])["otm"].item(), rel=1e-3)
+
+
+def test_bce_loss_checks_the_labels_and_takes_integer_labels():
+    logits_map = torch.tensor([[[[1.0, 3.0]], [[-2.0, 0.0]]]])  # pooled 2, -1
+    expected = (-math.log(1 / (1 + math.exp(-2.0))) - math.log(1 - 1 / (1 + math.exp(1.0)))) / 2
+    # labels as the datasets give them (integers) are cast to the logits' dtype
+    assert bce_loss(logits_map, torch.tensor([[1, 0]]))["bce"].item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match=r"^logits_map \(B,K,h,w\) and labels \(B,K\) disagree: \(1, 2, 1, 2\) vs "
+                                         r"\(1, 3\)$"):
+        bce_loss(logits_map, torch.tensor([[1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="disagree"):
+        bce_loss(logits_map[0], torch.tensor([[1.0, 0.0]]))
