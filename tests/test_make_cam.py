@@ -3,7 +3,7 @@ processes or not, always to the same bytes."""
 import pytest
 import torch
 
-from textwsss.cam import load_cam
+from textwsss.cam import load_cam, load_cam_strided
 from textwsss.models.factory import build_cam_net
 from textwsss.pipeline import make_cam
 from textwsss.pipeline.resumable import ResumableFolder
@@ -44,6 +44,10 @@ def test_cams_are_at_image_size_and_cover_the_labels(model, voc_data, tmp_path):
         cams, keys = load_cam(tmp_path / "a" / f"{i}.npz")
         assert cams.shape[1:] == voc_data.read_image(i).shape[:2]
         assert keys.tolist() == voc_data.labels[i] and 0 <= cams.min() and cams.max() <= 1.001
+        # the random walk's stride-4 maps: ceil(H/4) x ceil(W/4) of the original image, whatever max_side
+        h, w = cams.shape[1:]
+        cams_s4, _ = load_cam_strided(tmp_path / "a" / f"{i}.npz")
+        assert cams_s4.shape == (len(keys), -(-h // 4), -(-w // 4)) and cams_s4.max() <= 1.001
 
 
 def test_interrupted_run_resumes_to_the_same_bytes(model, voc_data, tmp_path, monkeypatch):
@@ -52,11 +56,11 @@ def test_interrupted_run_resumes_to_the_same_bytes(model, voc_data, tmp_path, mo
     ResumableFolder(tmp_path / "whole", {"v": 1}, ".npz").finish(ids)
     real_bytes, made = make_cam.cam_bytes, []
 
-    def dies_after_three(cams, keys):
+    def dies_after_three(cams, keys, *strided):
         if len(made) == 3:
             raise KeyboardInterrupt("killed")
         made.append(1)
-        return real_bytes(cams, keys)
+        return real_bytes(cams, keys, *strided)
 
     monkeypatch.setattr(make_cam, "cam_bytes", dies_after_three)
     with pytest.raises(KeyboardInterrupt):

@@ -199,6 +199,10 @@ class MakeCamParams(Section):
     scales: list[PosFloat] = [1.0, 0.5, 1.5, 2.0]
     flip: bool = True
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # resizing of the image to each scale
+    # torch: F.interpolate on the float image; pil: PIL on the 8-bit image, antialiased (IRN / CLIMS)
+    resize: Literal["torch", "pil"] = "torch"
+    # stretch: each scale's map resized to H x W; irn: to H x W rounded up to 16, top-left H x W kept (IRN)
+    geometry: Literal["stretch", "irn"] = "stretch"
     max_side: NonNegInt = 0  # 0: CAMs computed at the original image size
     batch_size: PosInt = 4  # images of equal size per batch
     max_pixels: NonNegInt = 150_000  # input pixels per forward pass (0: no cap; CPUs want ~1e5)

@@ -40,6 +40,27 @@ def resize_image(images: torch.Tensor, size: tuple[int, int], interpolation: str
     return out.clamp_(0.0, 1.0) if interpolation == "bicubic" else out
 
 
+def pil_resize_uint8(image: np.ndarray, size: tuple[int, int], interpolation: str = "bicubic") -> np.ndarray:
+    """uint8 (H, W, 3) resized to `size` (h, w) by PIL, as IRN's and CLIMS's imutils.pil_resize (PIL's filters
+    widen their support when shrinking: antialiased, unlike F.interpolate)."""
+    from PIL import Image
+
+    filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+    if interpolation not in filters:
+        raise ValueError(f"interpolation: expected one of {sorted(filters)} for PIL resizing, got {interpolation!r}")
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), filters[interpolation]))  # writable
+
+
+def pil_resize_images(images: torch.Tensor, size: tuple[int, int], interpolation: str = "bicubic") -> torch.Tensor:
+    """(B, 3, H, W) images in [0, 1] holding 8-bit values (to_tensor of uint8) resized image by image by PIL on
+    uint8 (pil_resize_uint8): the result is 8-bit again, as IRN's data pipeline feeds its network."""
+    u8 = (images.detach() * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = np.stack([pil_resize_uint8(np.ascontiguousarray(x), size, interpolation) for x in u8])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(images.device, images.dtype).div_(255)
+
+
 def resize_pair(image: torch.Tensor, target: torch.Tensor | None, size: tuple[int, int],
                 interpolation: str = "bilinear"):
     image = resize_image(image[None], size, interpolation)[0]
