@@ -193,3 +193,9 @@ def test_every_unknown_class_of_the_class_keyed_settings_is_reported():
     assert str(err.value) == ("clims.synonyms: unknown class names ['sofaa']\n"
                               "clims.class_prompts: unknown class names ['persn']\n"
                               f"(the dataset's classes are {list(VOC.names)})")
+
+
+def test_an_empty_top_level_key_is_named_as_the_top_level():
+    # YAML `"": 3` at the top: the key path is empty, so the message says where instead
+    assert _message({"": 3}) == ("params.yaml: 1 invalid parameter(s):\n"
+                                 "  (top level): unknown key (value 3); check the spelling against the documented keys")
