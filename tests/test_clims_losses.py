@@ -401,3 +401,88 @@ def test_bce_loss_checks_the_labels_and_takes_integer_labels():
         bce_loss(logits_map, torch.tensor([[1.0, 0.0, 0.0]]))
     with pytest.raises(ValueError, match="disagree"):
         bce_loss(logits_map[0], torch.tensor([[1.0, 0.0]]))
+
+
+class PixelMatcher(IntensityMatcher):
+    """s(image, concept) = the image's value at (channel 0, row 0, column 1) x the concept's factor: a score that
+    sees where the resizing puts the map's samples."""
+
+    def _encode_normalised(self, images: Tensor) -> Tensor:
+        return images[:, 0, 0, 1].unsqueeze(1)
+
+
+RAMP = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9], dtype=torch.float64)
+
+
+def _ramp_case() -> tuple[Tensor, Tensor, Tensor]:
+    """The cat's map a horizontal ramp 0.1 .. 0.9 over 5 columns (2 rows), the image one 0.2 .. 1.0, both resized
+    to the matcher's 8 x 8. Column 1 samples source column 1 * 4/7 with align_corners=True (the official
+    train_clims.py): map 0.1 + 0.2 * 4/7 = 3/14, image 0.2 + 0.2 * 4/7 = 11/35; with False (1 + 0.5) * 5/8 - 0.5
+    = 0.4375: map 0.1875, image 0.2875."""
+    maps = torch.zeros(1, 3, 2, 5, dtype=torch.float64)
+    maps[0, 0] = RAMP
+    images = (RAMP + 0.1).expand(1, 3, 2, 5).clone()
+    return maps, images, torch.tensor([[1.0, 0.0, 0.0]])
+
+
+# (align_corners, s(fg) = image x map, s(bg) = image x (1 - map)) at the matcher's pixel
+ALIGNED = (True, 11 / 35 * 3 / 14, 11 / 35 * 11 / 14)
+UNALIGNED = (False, 0.2875 * 0.1875, 0.2875 * 0.8125)
+
+
+@pytest.mark.parametrize("align_corners, fg, bg", [ALIGNED, UNALIGNED])
+def test_align_corners_reaches_the_resizing_to_the_matcher(align_corners, fg, bg):
+    maps, images, labels = _ramp_case()
+    out = clims_loss(maps, images, labels, PixelMatcher(FACTORS), CLASSES, [], align_corners=align_corners)
+    assert out["otm"].item() == pytest.approx(-math.log(fg), rel=1e-6)
+    assert out["btm"].item() == pytest.approx(-math.log(1 - bg), rel=1e-6)
+    if not align_corners:  # the default is F.interpolate's
+        default = clims_loss(maps, images, labels, PixelMatcher(FACTORS), CLASSES, [])
+        assert default["otm"].item() == pytest.approx(out["otm"].item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("align_corners, fg, bg", [ALIGNED, UNALIGNED])
+def test_clims_step_passes_align_corners_on(align_corners, fg, bg):
+    from textwsss.training.steps import clims_step
+
+    class RampNet(torch.nn.Module):
+        def forward(self, x):  # logits whose sigmoid is the ramp case's maps
+            maps = _ramp_case()[0].expand(x.shape[0], -1, -1, -1)
+            return torch.logit(maps.clamp(1e-12, 1 - 1e-12))
+
+    maps, images, labels = _ramp_case()
+    step = clims_step(PixelMatcher(FACTORS), CLASSES, [], alpha=1.0, beta=1.0, gamma=1.0, delta=0.0,
+                      cbs_threshold=0.26, class_weights=None, align_corners=align_corners)
+    out = step(RampNet(), (images, labels), "cpu")
+    assert out["otm"].item() == pytest.approx(-math.log(fg), rel=1e-6)
+    assert out["btm"].item() == pytest.approx(-math.log(1 - bg), rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_train_cam_hands_clims_align_corners_to_the_step(value, tmp_path, monkeypatch):
+    """params clims.align_corners -> train_cam's CLIMS step (the stage is stopped when it asks for the step)."""
+    from textwsss.params import parse_params
+    from textwsss.pipeline import prepare, train_cam
+    from textwsss.pipeline.workspace import Workspace
+    from textwsss.synthetic import write_voc_root
+
+    write_voc_root(tmp_path / "voc", train=2, val=1, seed=0, size=32, num_classes=3)
+    params = parse_params({"data": {"root": str(tmp_path / "voc"), "workers": 0},
+                           "cam": {"pretrained": "none", "init": "imagenet"},
+                           "clims": {"align_corners": value}})
+    ws = Workspace(tmp_path / "project")
+    prepare.run(params, ws)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def recording_step(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(train_cam, "build_guide", lambda params, data, ids, device: (None, ["a", "b", "c"], []))
+    monkeypatch.setattr(train_cam, "clims_step", recording_step)
+    with pytest.raises(Stop):
+        train_cam.run(params, ws)
+    assert seen["align_corners"] is value

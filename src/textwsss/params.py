@@ -91,6 +91,7 @@ class ClimsParams(Section):
     cbs_threshold: Prob = 0.26
     reduction: Literal["official", "per_image"] = "official"  # batch reduction of OTM/BTM/CBS (losses/clims.py)
     input_mode: Literal["clip", "official"] = "clip"  # what the matcher sees of a masked image (losses/clims.py)
+    align_corners: bool = False  # bilinear resizing of maps and image to the matcher (official train_clims.py: true)
     class_prompts: dict[str, str] = {}  # a class's name in CLIMS's text prompts only (official VOC: person -> player)
     class_weights: dict[str, PosFloat] = {}
     synonyms: dict[str, list[str]] = {}

@@ -20,6 +20,10 @@ What the matcher sees (`input_mode`): 'clip' (default here) masks the [0,1] imag
 matcher normalise it (masked-out pixels are black); 'official' masks the ImageNet-normalised image, as the
 public code does, and feeds that to the matcher as it is (masked-out pixels are the mean colour, and CLIP gets
 ImageNet's statistics instead of its own).
+
+Resizing to the matcher (`align_corners`): the maps and the image are resized bilinearly; the public
+train_clims.py uses align_corners=True (corner pixels aligned), F.interpolate's default is False (pixel areas
+aligned). The two differ most where the maps are small (32 x 32 maps to a 224 input).
 """
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
                background_concepts: Sequence[str] | Mapping[str, Sequence[str]], *, alpha: float = 10.0,
                beta: float = 24.0, gamma: float = 1.0, delta: float = 0.2, cbs_threshold: float = 0.26,
                class_weights: Tensor | None = None, max_images_per_call: int = 0, reduction: str = "official",
-               input_mode: str = "clip") -> dict[str, Tensor]:
+               input_mode: str = "clip", align_corners: bool = False) -> dict[str, Tensor]:
     """CLIMS loss terms and their weighted total.
 
     maps: (B,K,h,w) sigmoid activation maps in [0,1]; images: (B,3,H,W) RGB in [0,1];
@@ -86,7 +90,8 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
     optional (K,) factors on the per-class OTM and BTM terms; max_images_per_call: the 2P masked images
     go through the matcher in calls of at most this many (0: one call; a GPU wants one call, a CPU
     calls of ~8 images, whose activations stay in its caches). The result does not depend on it.
-    reduction: 'official' or 'per_image'; input_mode: 'clip' or 'official' (module docstring).
+    reduction: 'official' or 'per_image'; input_mode: 'clip' or 'official'; align_corners: of the bilinear
+    resizing of maps and images to the matcher's input (True: the public code) (module docstring).
     Returns {'otm', 'btm', 'cbs', 'reg', 'total'} (scalars).
     """
     if maps.ndim != 4:
@@ -116,8 +121,8 @@ def clims_loss(maps: Tensor, images: Tensor, labels: Tensor, matcher: Matcher, c
 
     size = (matcher.input_size, matcher.input_size)
     pair_maps = F.interpolate(maps[image_index, class_index].unsqueeze(1), size=size, mode="bilinear",
-                              align_corners=False)
-    pair_images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)[image_index]
+                              align_corners=align_corners)
+    pair_images = F.interpolate(images, size=size, mode="bilinear", align_corners=align_corners)[image_index]
     pair_images = pair_images.to(pair_maps.dtype)
     if input_mode == "official":
         pair_images = _imagenet_normalised(pair_images)

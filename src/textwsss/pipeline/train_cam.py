@@ -63,7 +63,8 @@ def run(params, ws: Workspace) -> None:
         weights = {class_concepts[classes.index(k)]: v for k, v in c.class_weights.items()}
         step = clims_step(matcher, class_concepts, background, alpha=c.alpha, beta=c.beta, gamma=c.gamma,
                           delta=c.delta, cbs_threshold=c.cbs_threshold, reduction=c.reduction,
-                          input_mode=c.input_mode, class_weights=class_weight_tensor(weights, class_concepts),
+                          input_mode=c.input_mode, align_corners=c.align_corners,
+                          class_weights=class_weight_tensor(weights, class_concepts),
                           max_images_per_call=cfg.matcher_batch)
     else:
         step = bce_step()

@@ -10,7 +10,8 @@ from .loop import StepFn
 
 def clims_step(matcher, class_concepts: Sequence[str], background_concepts, *, alpha: float, beta: float,
                gamma: float, delta: float, cbs_threshold: float, class_weights: torch.Tensor | None,
-               max_images_per_call: int = 0, reduction: str = "official", input_mode: str = "clip") -> StepFn:
+               max_images_per_call: int = 0, reduction: str = "official", input_mode: str = "clip",
+               align_corners: bool = False) -> StepFn:
     from ..losses.clims import clims_loss
 
     def step(model, batch, device):
@@ -19,7 +20,8 @@ def clims_step(matcher, class_concepts: Sequence[str], background_concepts, *, a
         return clims_loss(maps, images, labels, matcher, class_concepts, background_concepts, alpha=alpha,
                           beta=beta, gamma=gamma, delta=delta, cbs_threshold=cbs_threshold,
                           class_weights=None if class_weights is None else class_weights.to(device),
-                          max_images_per_call=max_images_per_call, reduction=reduction, input_mode=input_mode)
+                          max_images_per_call=max_images_per_call, reduction=reduction, input_mode=input_mode,
+                          align_corners=align_corners)
     return step
 
 
