@@ -207,3 +207,17 @@ def test_cam_file_round_trip_and_an_old_file_names_itself(tmp_path):
         load_cam_strided(tmp_path / "old.npz")
     with pytest.raises(FileNotFoundError, match="gone.npz"):
         load_cam_strided(tmp_path / "gone.npz")
+
+
+def test_working_size_downscale_follows_the_resize_option(voc_data):
+    """With max_side, the image is first brought to its working size: by PIL on the 8-bit image (resize pil),
+    or by bilinear F.interpolate on the float image (torch, as before the option)."""
+    i = voc_data.ids("train")[0]
+    u8 = voc_data.read_image(i)
+    size, work = u8.shape[:2], (u8.shape[0] // 3, u8.shape[1] // 3)
+    pil = make_cam._working_image(voc_data, i, work, size, "pil", "bicubic")
+    np.testing.assert_array_equal((pil * 255).round().to(torch.uint8).permute(1, 2, 0).numpy(),
+                                  np.asarray(Image.fromarray(u8).resize(work[::-1], Image.BICUBIC)))
+    plain = make_cam._working_image(voc_data, i, work, size, "torch", "bicubic")
+    torch.testing.assert_close(plain, F.interpolate(to_tensor(u8)[None], size=work, mode="bilinear",
+                                                    align_corners=False)[0], atol=0, rtol=0)

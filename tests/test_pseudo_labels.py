@@ -141,6 +141,29 @@ def test_score_by_hand(tmp_path):
         score_pseudo_labels(data, ["a", "b"], tmp_path / "labels")
 
 
+def test_three_scoring_conventions_by_hand_on_a_2x3_map(tmp_path):
+    """An ignored (255) pseudo-label pixel: left out (miou), a miss of its true class (miou_all_pixels), or
+    background, as IRN's eval_sem_seg.py scores it (miou_irn_convention)."""
+    gt = np.array([[0, 1, 1], [0, 2, 2]], np.uint8)
+    pred = np.array([[255, 1, 255], [0, 2, 1]], np.uint8)
+    save_label_png(tmp_path / "SegmentationClass" / "a.png", gt)
+    save_label_png(tmp_path / "labels" / "a.png", pred)
+    data = PreparedDataset("voc", tmp_path, tmp_path, VOC, {"train": ["a"]}, {}, {"a": "SegmentationClass/a.png"},
+                           {})
+    scores = score_pseudo_labels(data, ["a"], tmp_path / "labels")
+    # left out: 4 scored pixels. background tp 1, union 1; aeroplane tp 1, union 2 (pred at (1,2)); bicycle tp 1,
+    # union 2 (gt at (1,2))
+    assert scores["miou"] == pytest.approx(100 * (1 + 1 / 2 + 1 / 2) / 3)
+    # a miss: background tp 1, union 2 (gt at (0,0)); aeroplane tp 1, union 3; bicycle tp 1, union 2
+    assert scores["miou_all_pixels"] == pytest.approx(100 * (1 / 2 + 1 / 3 + 1 / 2) / 3)
+    # as background: pred [[0, 1, 0], [0, 2, 1]]. background tp 2, union 3 (pred at (0,2)); aeroplane tp 1,
+    # union 3; bicycle tp 1, union 2
+    assert scores["miou_irn_convention"] == pytest.approx(100 * (2 / 3 + 1 / 3 + 1 / 2) / 3)
+    assert scores["per_class"]["background"] == pytest.approx(100.0)  # per_class stays the committed-pixel one
+    empty = score_pseudo_labels(data, [], tmp_path / "labels")
+    assert empty["miou_irn_convention"] is None and empty["miou"] is None
+
+
 def test_interrupted_run_resumes_to_the_same_bytes(voc_mini, voc_data, tmp_path):
     ids = _large_object_ids(voc_mini, 3)
     _write_cams(voc_mini, ids, tmp_path / "cams", downscale=16, blur_sigma=6, shift=(3, -3))

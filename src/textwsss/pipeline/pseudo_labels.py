@@ -2,8 +2,8 @@
 and their mIoU on the train images that have masks.
 
 CAM files (written by make_cam): <cam_dir>/<id>.npz with `cams` float (C, H, W) in [0, 1] at image
-resolution and `keys` int64 (C,), 0-based class indices. Output: <out_dir>/<id>.png, palette PNGs with
-labels 0..K and 255 (ignored when training).
+resolution and `keys` int64 (C,), 0-based class indices (and the random walk's stride-4 `cams_s4`, unused here).
+Output: <out_dir>/<id>.png, palette PNGs with labels 0..K and 255 (ignored when training).
 
 Modes:
 - 'irn'  (IRN / CLIMS): two label maps, background score = fg_threshold (fg confident) and = bg_threshold
@@ -213,10 +213,12 @@ def score_pseudo_labels(data: PreparedDataset, ids: Sequence[str], label_dir: Pa
     Returns {"miou" (percent over the labels, labels absent from both prediction and mask excluded; None without
     ids), "ignore_ratio" (fraction of pixels with a valid mask label that the pseudo-label marks 255),
     "per_class" (IoU in percent by label name, None when absent), "pixel_acc", "absent", "n_images",
-    "miou_all_pixels"}. Pixels the pseudo-label ignores are left out of "miou" (they are not used in training
-    either), so "miou" scores only the pixels the labels commit to. "miou_all_pixels" scores every pixel with a mask
-    label, an ignored one as a miss of its true class: comparable with full-coverage labels (IRN's random walk,
-    CLIMS's published numbers) and with a segmentation network's mIoU.
+    "miou_all_pixels", "miou_irn_convention"}. Pixels the pseudo-label ignores are left out of "miou" (they are not
+    used in training either), so "miou" scores only the pixels the labels commit to. "miou_all_pixels" scores every
+    pixel with a mask label, an ignored one as a miss of its true class: comparable with full-coverage labels (IRN's
+    random walk, CLIMS's published numbers) and with a segmentation network's mIoU. "miou_irn_convention" scores an
+    ignored pixel as background, as IRN's eval_sem_seg.py does (`cls_labels[cls_labels == 255] = 0`): the number
+    published tables give for seeds with ignore regions. For full-coverage labels the three are equal.
     """
     label_dir = Path(label_dir)
     ids = list(ids)
@@ -224,8 +226,8 @@ def score_pseudo_labels(data: PreparedDataset, ids: Sequence[str], label_dir: Pa
     if missing:
         raise FileNotFoundError(f"{label_dir}: no pseudo-label PNG for {len(missing)} ids: {', '.join(missing[:20])}")
     if not ids:
-        return {"miou": None, "ignore_ratio": None, "miou_all_pixels": None, "per_class": {}, "pixel_acc": None,
-                "absent": [], "n_images": 0}
+        return {"miou": None, "ignore_ratio": None, "miou_all_pixels": None, "miou_irn_convention": None,
+                "per_class": {}, "pixel_acc": None, "absent": [], "n_images": 0}
     names = list(data.classes.label_names)
     k = len(names)
     # one extra prediction column for ignored pixels: they count as misses of their true class, not as any
@@ -243,8 +245,13 @@ def score_pseudo_labels(data: PreparedDataset, ids: Sequence[str], label_dir: Pa
     valid, ignored = int(everywhere.matrix.sum()), int(everywhere.matrix[:, k].sum())
     iou_all = everywhere.iou()[:k]
     present = ~np.isnan(iou_all)
+    # IRN's convention: the ignored column joins the background column (label 0)
+    as_background = ConfusionMatrix(names)
+    as_background.matrix = everywhere.matrix[:k, :k].copy()
+    as_background.matrix[:, 0] += everywhere.matrix[:k, k]
     return {"miou": summary["miou"], "ignore_ratio": ignored / valid if valid else 0.0,
             "miou_all_pixels": float(100 * iou_all[present].mean()) if present.any() else 0.0,
+            "miou_irn_convention": as_background.summary()["miou"],
             "per_class": summary["per_class"], "pixel_acc": summary["pixel_acc"], "absent": summary["absent"],
             "n_images": len(ids)}
 
@@ -270,8 +277,9 @@ def run(params, ws: Workspace) -> None:
     if scores["miou"] is None:
         log.warning("pseudo-labels not scored: none of the train images has a mask; they were written all the same")
     else:
-        log.info("pseudo-label mIoU %.2f on the pixels they label, ignored %.1f%% of pixels; %.2f on every pixel "
-                 "(%s)", scores["miou"], 100 * scores["ignore_ratio"], scores["miou_all_pixels"], scores["note"])
+        log.info("pseudo-label mIoU %.2f on the pixels they label, ignored %.1f%% of pixels; %.2f on every pixel, "
+                 "%.2f with an ignored pixel as background (IRN) (%s)", scores["miou"], 100 * scores["ignore_ratio"],
+                 scores["miou_all_pixels"], scores["miou_irn_convention"], scores["note"])
 
 
 def cams_from_mask(mask: np.ndarray, *, downscale: int = 8, blur_sigma: float = 4.0, shift: tuple[int, int] = (3, 3),
