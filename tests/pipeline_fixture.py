@@ -19,6 +19,8 @@ TINY = {
     "make_cam": {"scales": [1.0, 0.5], "max_side": 0},
     "eval_cam": {"figures": 1},
     "pseudo_labels": {"workers": 1, "crf": {"iterations": 2}},
+    "train_irn": {"epochs": 1, "batch_size": 4, "crop_size": 64, "scale_range": [1.0, 1.0]},
+    "random_walk": {"workers": 1, "max_side": 0, "exp_times": 4},
     "train_seg": {"epochs": 1, "batch_size": 4, "crop_size": 64, "scale_range": [1.0, 1.0]},
     "eval_seg": {"figures": 1},
     "zeroshot": {"max_side": 0},

@@ -253,6 +253,41 @@ class PseudoLabelParams(Section):
         return self
 
 
+class TrainIrnParams(TrainCommon):
+    """IRN's relation network (its boundary branch, irn/boundary_net.py) on the CAM network's backbone, frozen,
+    trained on random crops of the train images with their CRF seeds. Defaults: IRN's step/train_irn.py (crop
+    512, batch 32, 3 epochs, lr 0.1, weight decay 1e-4, images rescaled by 0.5..1.5 and flipped, pairs within
+    radius 10 on the stride-4 grid)."""
+    epochs: PosInt = 3
+    batch_size: PosInt = 32
+    lr: PosFloat = 0.1
+    crop_size: PosInt = 512
+    scale_range: list[PosFloat] = [0.5, 1.5]
+    radius: Annotated[int, Field(ge=2)] = 10  # pixel pairs closer than this on the stride-4 grid are related
+    width: PosInt = 32  # channels each backbone level is reduced to (IRN: 32; GroupNorm(4) wants a multiple of 4)
+    init_checkpoint: str = ""  # a relation network to use instead of training one: IRN's res50_irn.pth or a model.pt
+
+    @field_validator("width")
+    @classmethod
+    def _groups(cls, v: int) -> int:
+        if v % 4:
+            raise ValueError("expected a multiple of 4 (each level's GroupNorm has 4 groups)")
+        return v
+
+
+class RandomWalkParams(Section):
+    """IRN's random walk (step/make_sem_seg_labels.py): each train image's stride-4 CAMs propagated over the
+    affinities of the relation network's boundary map, upsampled, argmax against a constant background score:
+    a label for every pixel. Defaults: IRN's."""
+    beta: PosFloat = 10.0  # transition matrix = affinity^beta, normalised
+    exp_times: Annotated[int, Field(ge=0, le=12)] = 8  # 2^exp_times steps of the walk (the cost grows with it)
+    radius: Annotated[int, Field(ge=2)] = 5  # the walk's neighbourhood on the stride-4 grid
+    bg_threshold: Prob = 0.25  # IRN's sem_seg_bg_thres: the background score against the walked, max-normalised CAMs
+    flip: bool = True  # boundary map: mean of the image's and its mirror image's logits (IRN)
+    max_side: NonNegInt = 0  # the walk runs on the image downscaled to this long side (0: as it is, IRN)
+    workers: NonNegInt = 0  # processes; 0: one per core
+
+
 class CrisParams(Section):
     arch: str = "RN50"
     pretrained: str = "openai"
@@ -265,7 +300,8 @@ class CrisParams(Section):
 
 class SegParams(Section):
     model: Literal["deeplab", "cris"] = "deeplab"
-    labels: Literal["pseudo", "gt"] = "pseudo"
+    # pseudo: the CRF seeds (pseudo_labels); random_walk: IRN's full-coverage labels; gt: the train masks (bound)
+    labels: Literal["pseudo", "random_walk", "gt"] = "pseudo"
     backbone: BACKBONES = "efficientnet_lite0"
     pretrained: str = "imagenet"
     init: Literal["imagenet", "cam"] = "imagenet"  # cam: DeepLab's backbone starts from train_cam's network
@@ -344,6 +380,8 @@ class Params(Section):
     make_cam: MakeCamParams = MakeCamParams()
     eval_cam: EvalCamParams = EvalCamParams()
     pseudo_labels: PseudoLabelParams = PseudoLabelParams()
+    train_irn: TrainIrnParams = TrainIrnParams()
+    random_walk: RandomWalkParams = RandomWalkParams()
     seg: SegParams = SegParams()
     train_seg: TrainSegParams = TrainSegParams(optimizer="sgd", lr=0.01)
     train_cris: TrainCrisParams = TrainCrisParams()

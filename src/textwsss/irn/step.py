@@ -42,6 +42,25 @@ class RelationSamples(Dataset):
         return image, labels.bg_pos, labels.fg_pos, labels.neg
 
 
+class RelationCrops(Dataset):
+    """A dataset of augmented (image (3, H, W), seed map (H, W) tensor) crops, e.g. data.training_sets'
+    SegmentationDataset on the CRF seeds, -> (image, bg_pos, fg_pos, neg) for irn_step. The pair labels come
+    from the crop's own seeds (pixels the crop padding added are 255, so they relate to nothing), as IRN's
+    VOC12AffinityDataset makes them after its random crop."""
+
+    def __init__(self, crops: Dataset, radius: int = 10, num_labels: int | None = None):
+        self.crops, self.radius, self.num_labels = crops, radius, num_labels
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int):
+        image, seeds = self.crops[i]
+        reduced = seeds_at_stride(np.asarray(seeds), 4)
+        labels = pair_labels(reduced, pair_index(*reduced.shape, self.radius), self.num_labels)
+        return image, labels.bg_pos, labels.fg_pos, labels.neg
+
+
 def irn_step(radius: int = 10) -> StepFn:
     """IRN's affinity loss on the boundary network's stride-4 map (model: a BoundaryNet, or one wrapped in DDP)."""
 

@@ -8,7 +8,7 @@ from .backbones import build_backbone
 from .cam_net import CAMNet
 from .deeplab import DeepLabV3Plus
 
-MODEL_TYPES = ("cam_net", "deeplab", "cris")
+MODEL_TYPES = ("cam_net", "deeplab", "cris", "boundary_net")
 
 
 def build_cam_net(backbone: str = "efficientnet_lite0", pretrained: str = "imagenet", output_stride: int = 16,
@@ -24,6 +24,15 @@ def build_deeplab(backbone: str = "efficientnet_lite0", pretrained: str = "image
     the cost on a CPU; narrower aspp/decoder channels make a CPU-sized model (the paper width is 256)."""
     return DeepLabV3Plus(build_backbone(backbone, pretrained, output_stride, freeze_stem, dilate), num_classes,
                          aspp_channels=aspp_channels, decoder_channels=decoder_channels)
+
+
+def build_boundary_net(backbone: str = "efficientnet_lite0", pretrained: str = "imagenet", output_stride: int = 16,
+                       dilate: bool = True, width: int = 32):
+    """IRN's relation network (its boundary branch) on a frozen backbone; train_irn builds it with the CAM
+    network's backbone settings and takes that network's weights."""
+    from ..irn.boundary_net import BoundaryNet  # lazy: the irn package brings scipy, which the others do not need
+
+    return BoundaryNet(build_backbone(backbone, pretrained, output_stride, False, dilate), width=width)
 
 
 def build_cris(arch: str = "RN50", pretrained: str | None = "openai", prompt: str = "a photo of a {}.",
@@ -60,4 +69,6 @@ def build_model(spec: dict) -> nn.Module:
         return build_deeplab(**args)
     if kind == "cris":
         return build_cris(**args)
+    if kind == "boundary_net":
+        return build_boundary_net(**args)
     raise ValueError(f"spec: unknown model type {kind!r} (expected one of {MODEL_TYPES})")

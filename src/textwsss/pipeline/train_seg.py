@@ -24,13 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def label_paths(params, ws: Workspace, data, ids) -> dict:
-    """The label map of every training id: its pseudo-label, or with seg.labels: gt its mask (all must have one)."""
+    """The label map of every training id: with seg.labels pseudo its CRF seed map (pseudo_labels), random_walk
+    its full-coverage label (random_walk), gt its mask (all must have one)."""
     if params.seg.labels == "gt":
         missing = [i for i in ids if not data.has_mask(i)]
         if missing:
             raise ValueError(f"seg.labels: gt trains on the train masks, but {len(missing)} of the {len(ids)} train "
-                             f"images have none (e.g. {missing[:5]}); use seg.labels: pseudo")
+                             f"images have none (e.g. {missing[:5]}); use seg.labels: pseudo or random_walk")
         return {i: data.mask_path(i) for i in ids}
+    if params.seg.labels == "random_walk":
+        return {i: ws.model_dir("random_walk") / f"{i}.png" for i in ids}
     return {i: ws.pseudo_labels / f"{i}.png" for i in ids}
 
 
