@@ -56,7 +56,7 @@ MODULES = {m.key: m for m in [
     # the validators only: the section models are declarations, checked by pydantic itself
     Module("params", ("src/textwsss/params.py",), ("tests/test_params.py",),
            ("*ǁ_class_names__*", "*ǁ_has_slot__*", "*ǁcheck_classes__*", "*ǁ_range__*", "*ǁ_long__*",
-            "*ǁ_order__*", "*ǁ_device__*", "*.x__describe__*", "*.x_parse_params__*")),
+            "*ǁ_order__*", "*ǁ_device__*", "*ǁ_groups__*", "*.x__describe__*", "*.x_parse_params__*")),
     Module("data.layouts", ("src/textwsss/data/layouts/__init__.py", "src/textwsss/data/layouts/coco.py",
                             "src/textwsss/data/layouts/tags.py", "src/textwsss/data/layouts/voc.py"),
            ("tests/test_layouts.py", "-k", "not whole_dag")),

@@ -199,3 +199,14 @@ def test_an_empty_top_level_key_is_named_as_the_top_level():
     # YAML `"": 3` at the top: the key path is empty, so the message says where instead
     assert _message({"": 3}) == ("params.yaml: 1 invalid parameter(s):\n"
                                  "  (top level): unknown key (value 3); check the spelling against the documented keys")
+
+
+@pytest.mark.parametrize("width", [4, 32, 64])
+def test_relation_network_width_fits_its_group_norm(width):
+    assert parse_params({"train_irn": {"width": width}}).train_irn.width == width
+
+
+@pytest.mark.parametrize("width", [2, 30, 33])
+def test_relation_network_width_not_a_multiple_of_4_is_refused(width):
+    assert _message({"train_irn": {"width": width}}).endswith(
+        f"train_irn.width: got {width} (int): expected a multiple of 4 (each level's GroupNorm has 4 groups)")
