@@ -92,8 +92,6 @@ VERDICTS: list[tuple[str, str, str, str]] = [
     ("losses.clims", "_imagenet_normalised", r"IMAGENET_(MEAN|STD), (dtype=None, )?device=images\.device\)",
      "equivalent: float32 constants only move a rounding: (x - mean) / std promotes to the wider dtype, and the "
      "matcher's resize casts the masked image to float32 anyway"),
-    ("losses.clims", "clims_loss", r"^(align_corners=None\)|\))$|mode=\"bilinear\", (align_corners=None)?\)",
-     "equivalent: align_corners=None is torch's default for bilinear, which is False"),
     ("losses.clims", "clims_loss", r"labels >= 0\.5",
      "equivalent: labels are multi-hot (0 or 1, the docstring); > 0.5 and >= 0.5 differ only at exactly 0.5"),
     ("losses.clims", "clims_loss", r"^pair_images = pair_images\.to\(None\)",
