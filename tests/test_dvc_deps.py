@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 STAGES_DIR = ROOT / "stages"
 
-#: Stages whose script exists while their dvc.yaml entry is still being written (issue 25: IRN).
+#: Stages whose script may exist before their dvc.yaml entry does: skipped until it is there (issue 25's IRN
+#: stages were written so; both are in dvc.yaml now and checked like the others).
 UNDER_CONSTRUCTION = {"train_irn", "random_walk"}
 
 
