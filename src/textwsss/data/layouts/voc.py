@@ -13,6 +13,7 @@ protocol: train the CAMs on train_aug, score CAMs and pseudo-labels on the 1,464
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,8 @@ def read_cls_labels(path: Path, classes: ClassList, problems: list[str]) -> dict
     """IRN's cls_labels.npy: {id: multi-hot vector of the object classes}."""
     try:
         raw = np.load(path, allow_pickle=True).item()
-    except (OSError, ValueError, AttributeError) as err:
+    except (OSError, ValueError, AttributeError, pickle.UnpicklingError) as err:  # numpy raises the last for a
+        # file that is neither .npy nor a pickle (a failed copy, an HTML error page saved under the name)
         problems.append(f"{path}: not a pickled dict of image-level labels ({err})")
         return {}
     labels = {}
