@@ -4,6 +4,7 @@ import logging
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  (the first optimizer imports it: seconds, paid once here, not in each test)
 from torch.utils.data import TensorDataset
 
 from textwsss.training.loop import TrainConfig, fit, previous_checkpoint
