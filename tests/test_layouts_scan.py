@@ -496,3 +496,31 @@ def test_long_lists_in_problems_name_the_first_ten(tmp_path):
         f"{lists / 'sc.txt'}: 11 score id(s) not in the train split 'train': {[f's{n:02d}' for n in range(10)]}",
         f"{voc}/ImageSets/Segmentation: 11 id(s) in both 'train' and 'val', which must not overlap: {ids[:10]}",
     ]
+
+
+def test_scan_takes_an_explicit_root_and_passes_the_roles_to_every_layout(tmp_path):
+    voc = _voc_root(tmp_path / "voc", {"train": ["a"], "val": ["b"]})
+    assert scan(_data(tmp_path / "elsewhere"), voc).splits == {"train": ["a"], "val": ["b"]}
+    val = {"categories": CATS, "images": [{"id": 1, "file_name": "v.jpg", "height": 2, "width": 2}], "annotations": []}
+    coco = _coco_root(tmp_path / "coco", {"tr": dict(val), "va": val})
+    assert scan(_data(coco, layout="coco", train_split="tr", val_split="va"), roles=("val",)).splits == {"val": ["v"]}
+    tags = _tags_root(tmp_path / "t", "tags.csv", "image,tags,split\na.jpg,owl,train\nb.jpg,oak,val\n")
+    assert scan(_data(tags, layout="tags"), roles=("val",)).splits == {"val": ["b"]}
+
+
+def test_voc_labels_file_problems_and_roles_without_train(tmp_path):
+    root = _voc_root(tmp_path / "voc", {"train": ["a"], "val": ["c", "d"]})
+    np.save(root / "cls.npy", {"a": np.ones(20), "c": np.ones(3)}, allow_pickle=True)
+    found = scan_voc(root, _data(root, labels="cls.npy"))
+    assert found.problems == [f"{root / 'cls.npy'}: labels of 'c' have 3 entries, expected 20 (one per class)"]
+    # val alone: its ids need no labels, and there is no train split to look them up in
+    assert scan_voc(root, _data(root, labels="cls.npy"), ("val",)).problems == [
+        f"{root / 'cls.npy'}: labels of 'c' have 3 entries, expected 20 (one per class)"]
+
+
+def test_voc_a_score_split_without_its_train_split(tmp_path):
+    root = _voc_root(tmp_path / "voc", {"sc": ["a", "b"], "val": ["c"]})
+    lists = root / "ImageSets" / "Segmentation"
+    found = scan_voc(root, _data(root, score_split="sc"))
+    assert found.problems == [f"{lists / 'train.txt'}: split list 'train' not found (params data.train_split)",
+                              f"{lists / 'sc.txt'}: 2 score id(s) not in the train split 'train': ['a', 'b']"]
