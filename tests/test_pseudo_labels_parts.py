@@ -408,3 +408,32 @@ def test_scoring_by_hand_pixel_accuracy_absent_classes_and_a_mask_with_nothing_t
     with pytest.raises(ValueError) as err:
         score_pseudo_labels(data, ["c"], tmp_path / "labels")
     assert str(err.value) == "c: pseudo-label size (2, 4) differs from ground truth (1, 4)"
+
+
+@pytest.mark.parametrize("mode", ["irn", "prob"])
+def test_generate_passes_every_knob_to_each_image(synthetic, tmp_path, mode):
+    # graded CAMs and knobs that all differ from their defaults: each label file must be what pseudo_label
+    # (checked by hand above) makes of its image with the same knobs
+    from textwsss.data.images import read_image
+
+    params, ws = synthetic
+    data = ws.dataset(params)
+    ids = data.ids("train")
+    for i in ids:
+        cams, keys = cams_from_mask(data.read_mask(i), downscale=4, blur_sigma=2, shift=(1, 1))
+        save_npz(tmp_path / "cams" / f"{i}.npz", cams=cams, keys=keys)
+    knobs = dict(fg_threshold=0.45, bg_threshold=0.2, threshold=0.3, prob_alpha=2.0, confidence=0.7, gt_prob=0.6,
+                 crf=CRFParams(iterations=2, bilateral_srgb=9))
+    assert generate_pseudo_labels(data, ids, tmp_path / "cams", tmp_path / "out", workers=1, mode=mode, **knobs) == 3
+    for i in ids:
+        with np.load(tmp_path / "cams" / f"{i}.npz") as f:
+            expected = pseudo_label(read_image(data.image_path(i)), f["cams"], f["keys"], mode, **knobs)
+        np.testing.assert_array_equal(read_mask(tmp_path / "out" / f"{i}.png"), expected)
+
+
+def test_generate_names_the_first_twenty_ids_without_a_cam(synthetic, tmp_path):
+    params, ws = synthetic
+    ids = [f"x{n:02d}" for n in range(21)]
+    with pytest.raises(FileNotFoundError) as err:
+        generate_pseudo_labels(ws.dataset(params), ids, tmp_path / "none", tmp_path / "out")
+    assert str(err.value) == f"{tmp_path / 'none'}: no CAM file for 21 ids: {', '.join(ids[:20])}"
