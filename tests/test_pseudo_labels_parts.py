@@ -437,3 +437,12 @@ def test_generate_names_the_first_twenty_ids_without_a_cam(synthetic, tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         generate_pseudo_labels(ws.dataset(params), ids, tmp_path / "none", tmp_path / "out")
     assert str(err.value) == f"{tmp_path / 'none'}: no CAM file for 21 ids: {', '.join(ids[:20])}"
+
+
+def test_generate_checks_the_cam_keys_against_the_dataset_classes(synthetic, tmp_path):
+    params, ws = synthetic
+    data = ws.dataset(params)
+    image_id = data.ids("train")[0]
+    save_npz(tmp_path / "cams" / f"{image_id}.npz", cams=np.ones((1, 32, 32), np.float16), keys=np.array([3]))
+    with pytest.raises(ValueError, match=rf"^{image_id}: keys must be class indices 0\.\.2, got \[3\]$"):
+        generate_pseudo_labels(data, [image_id], tmp_path / "cams", tmp_path / "out", workers=1, mode="none")
