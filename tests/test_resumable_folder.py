@@ -374,3 +374,13 @@ def test_finish_names_the_first_ten_missing_files_and_counts_all(tmp_path):
         out.finish(ids)
     assert str(err.value) == (f"{tmp_path / 'out'}: 12 files were not written or not recorded: "
                               + ", ".join(f"i{n:02d}.bin" for n in range(10)))
+
+
+def test_a_folder_without_a_stamp_is_emptied_without_blaming_other_inputs(tmp_path, caplog):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"1")  # e.g. written by hand, or by a version before stamps
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        assert ResumableFolder(folder, {"v": 1}, ".bin").open() == 0
+    assert sorted(_files(folder)) == [".stamp.json"]
+    assert not any("other inputs" in r.getMessage() for r in caplog.records)
