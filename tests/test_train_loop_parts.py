@@ -275,8 +275,10 @@ def test_a_data_set_smaller_than_a_batch_is_one_step_per_epoch(tmp_path):
         return _mse(m, batch, device)
 
     model = _linear()
-    fit(model, _regression(3), step, [{"params": model.parameters()}], TrainConfig(epochs=2, batch_size=4, lr=0.1))
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=0.1, poly_power=1.0, live_dir=tmp_path / "live")
+    fit(model, _regression(3), step, [{"params": model.parameters()}], cfg)
     assert calls == [3, 3]  # kept, not dropped
+    assert _tsv(tmp_path / "live", "lr") == [[0, pytest.approx(0.1)], [1, pytest.approx(0.05)]]  # 2 steps in all
 
 
 def test_a_fresh_run_clears_old_logs_and_a_resumed_one_keeps_them(tmp_path):
@@ -336,6 +338,8 @@ def test_under_torchrun_each_rank_trains_on_its_share_and_only_rank_0_writes(mon
         expected += [perm[0:2], perm[2:4]]
     assert seen == expected
     assert (tmp_path / "ckpt.pt").is_file() == (rank == 0) and (tmp_path / "live").exists() == (rank == 0)
+    if rank == 0:  # the schedule counts this rank's steps: 2 epochs x 2, lr x (1 - step / 4) ** 0.9
+        assert _tsv(tmp_path / "live", "lr") == [[s, pytest.approx(0.01 * (1 - s / 4) ** 0.9)] for s in range(4)]
 
 
 def test_the_checkpoint_carries_the_generators_states_at_the_end_of_its_epoch(tmp_path):
