@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from dag_scores import LEARNING, best_constant_miou, masks, md5s, plain_miou, predicted_miou, read_png, split_ids
 from pipeline_fixture import make_project, run, set_param, stages_run
 
 ALL = ["prepare", "train_cam_baseline", "train_cam", "make_cam", "eval_cam", "pseudo_labels", "train_irn", "random_walk",
@@ -13,19 +14,66 @@ ALL = ["prepare", "train_cam_baseline", "train_cam", "make_cam", "eval_cam", "ps
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     # cbs_threshold 0: every pair counts, so a change of gamma really changes the trained weights
-    project = make_project(tmp_path_factory.mktemp("dvc"), {"clims": {"cbs_threshold": 0.0}})
+    # LEARNING: enough training that the scores can be held to a floor
+    project = make_project(tmp_path_factory.mktemp("dvc"), {**LEARNING, "clims": {"cbs_threshold": 0.0}})
     result = run(project, "dvc", "repro")
     assert sorted(stages_run(result.stdout)) == sorted(ALL), result.stdout
     return project
 
 
+def _metrics(project, name: str) -> dict:
+    return json.loads((project / "reports" / "metrics" / f"{name}.json").read_text())
+
+
+def test_plain_scores_of_a_hand_example():
+    pred, gt = np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 255]])
+    # 3 scored pixels; label 0: 1 shared of 2 in either, label 1: 1 of 2
+    assert plain_miou([(pred, gt)]) == pytest.approx(50.0)
+    # all 0: label 0 2/3, label 1 0/1; all 1: label 0 0/2, label 1 1/3
+    assert best_constant_miou([gt]) == pytest.approx(100 / 3)
+
+
 def test_full_dag_writes_every_metric_file(project):
     for name, keys in {"cam": {"miou", "threshold", "per_class"}, "pseudo_labels": {"miou", "ignore_ratio", "per_class"},
+                       "random_walk": {"miou", "miou_all_pixels", "per_class"},
                        "seg": {"miou", "pixel_acc", "per_class"}, "zeroshot": {"miou", "per_class"},
                        "tas": {"miou", "oiou", "n"}}.items():
-        metrics = json.loads((project / "reports" / "metrics" / f"{name}.json").read_text())
-        assert keys <= set(metrics), name
-        assert 0 <= metrics["miou"] <= 100
+        assert keys <= set(_metrics(project, name)), name
+    for name in ("zeroshot", "tas"):  # no per-pixel output to recompute them from (their own tests score them)
+        assert 0 <= _metrics(project, name)["miou"] <= 100
+
+
+def _cam_labels(npz, threshold: float) -> np.ndarray:
+    """The documented rule (eval_cam): argmax over [threshold, CAM of each present class], class k -> label k + 1;
+    a tie goes to the background (the first)."""
+    with np.load(npz) as f:
+        cams, keys = f["cams"].astype(np.float32), f["keys"]
+    stacked = np.concatenate([np.full((1, *cams.shape[1:]), threshold, np.float32), cams])
+    return np.array([0, *(int(k) + 1 for k in keys)])[stacked.argmax(0)]
+
+
+def test_cam_and_pseudo_label_scores_are_those_of_their_files_and_beat_a_constant(project):
+    voc = project.parent / "voc"
+    ids = split_ids(voc, "train")
+    gts = masks(voc, ids)
+    floor = best_constant_miou(gts)
+    cam = _metrics(project, "cam")
+    cams = [_cam_labels(project / "data" / "cams" / f"{i}.npz", cam["threshold"]) for i in ids]
+    assert cam["n_images"] == len(ids)
+    assert cam["miou"] == pytest.approx(plain_miou(zip(cams, gts)), abs=1e-6)
+    labels = [read_png(project / "data" / "pseudo_labels" / f"{i}.png") for i in ids]
+    assert _metrics(project, "pseudo_labels")["miou"] == pytest.approx(plain_miou(zip(labels, gts)), abs=1e-6)
+    assert cam["miou"] > floor and _metrics(project, "pseudo_labels")["miou"] > floor, floor
+
+
+def test_seg_score_is_that_of_the_model_written_and_beats_a_constant(project, tmp_path):
+    seg = _metrics(project, "seg")
+    gated, floor = predicted_miou(project, tmp_path / "gated")
+    assert seg["miou"] == pytest.approx(gated, abs=1e-6)
+    network, _ = predicted_miou(project, tmp_path / "network", class_gate=False)
+    assert seg["ungated"]["miou"] == pytest.approx(network, abs=1e-6)
+    # the floor for the network itself: the offline matcher behind the gate knows ImageNet, not these shapes
+    assert network > floor, (network, floor)
 
 
 def test_nothing_changed_reruns_only_the_data_check(project):
@@ -34,7 +82,6 @@ def test_nothing_changed_reruns_only_the_data_check(project):
     before = (project / "data" / "prepared" / "dataset.json").read_bytes()
     result = run(project, "dvc", "repro")
     assert stages_run(result.stdout) == ["prepare"]
-                       "random_walk": {"miou", "miou_all_pixels", "per_class"},
     assert (project / "data" / "prepared" / "dataset.json").read_bytes() == before
     status = run(project, "dvc", "status").stdout
     assert "always changed" in status and "changed deps" not in status and "changed outs" not in status
@@ -49,11 +96,16 @@ def test_clims_gamma_reruns_train_cam_and_what_follows(project):
 
 
 def test_crf_iterations_reruns_only_pseudo_labels_and_what_follows(project):
+    labels, cams = md5s(project / "data" / "pseudo_labels", "*.png"), md5s(project / "data" / "cams", "*.npz")
     set_param(project, "pseudo_labels.crf.iterations", 3)
     ran = [s for s in stages_run(run(project, "dvc", "repro").stdout) if s != "prepare"]
     assert ran[0] == "pseudo_labels"
     assert not {"train_cam", "make_cam", "eval_cam", "zeroshot"} & set(ran)
     assert "changed" not in run(project, "dvc", "status").stdout.replace("always changed", "")
+    after = md5s(project / "data" / "pseudo_labels", "*.png")
+    assert after.keys() == labels.keys() and len(after) == 8
+    assert sum(after[k] != labels[k] for k in after) > 0  # the new iterations are in the labels
+    assert md5s(project / "data" / "cams", "*.npz") == cams
 
 
 def test_bad_params_fail_through_dvc_with_the_message(project):
