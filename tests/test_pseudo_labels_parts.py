@@ -447,3 +447,44 @@ def test_generate_checks_the_cam_keys_against_the_dataset_classes(synthetic, tmp
     save_npz(tmp_path / "cams" / f"{image_id}.npz", cams=np.ones((1, 32, 32), np.float16), keys=np.array([20]))
     with pytest.raises(ValueError, match=rf"^{image_id}: keys must be class indices 0\.\.19, got \[20\]$"):
         generate_pseudo_labels(data, [image_id], tmp_path / "cams", tmp_path / "out", workers=1, mode="none")
+
+
+def test_a_cam_equal_to_the_background_score_does_not_beat_it():
+    # float32 CAMs against a float32 background: float32(0.15) ties 0.15 and the background (first) wins;
+    # compared in float64 the CAM would come out 6e-9 higher and take the pixel
+    cams = np.full((1, 1, 4), 0.15, np.float32)
+    np.testing.assert_array_equal(pseudo_label(GREY, cams, np.array([0]), "none", threshold=0.15), [[0, 0, 0, 0]])
+
+
+def test_an_ignored_pixel_counts_as_background_in_the_irn_convention(tmp_path):
+    from textwsss.data.classes import VOC
+    from textwsss.data.prepared import PreparedDataset
+    from textwsss.io import save_label_png
+    from textwsss.pipeline.pseudo_labels import score_pseudo_labels
+
+    save_label_png(tmp_path / "masks" / "a.png", np.array([[0, 0]], np.uint8))
+    save_label_png(tmp_path / "labels" / "a.png", np.array([[255, 0]], np.uint8))
+    data = PreparedDataset("voc", tmp_path, tmp_path, VOC, {"train": ["a"]}, {}, {"a": "masks/a.png"}, {})
+    # as background: both pixels right, background the only class present -> 100 (as class 1 it would be 25)
+    assert score_pseudo_labels(data, ["a"], tmp_path / "labels")["miou_irn_convention"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("mode", ["irn", "prob", "none"])
+def test_generate_without_knobs_uses_the_params_defaults(synthetic, tmp_path, mode):
+    from textwsss.data.images import read_image
+    from textwsss.params import PseudoLabelParams
+
+    params, ws = synthetic
+    data = ws.dataset(params)
+    ids = data.ids("train")[:2]
+    for i in ids:
+        cams, keys = cams_from_mask(data.read_mask(i), downscale=4, blur_sigma=2, shift=(1, 1))
+        save_npz(tmp_path / "cams" / f"{i}.npz", cams=cams, keys=keys)
+    generate_pseudo_labels(data, ids, tmp_path / "cams", tmp_path / "out", workers=1, mode=mode)
+    p = PseudoLabelParams()
+    knobs = dict(fg_threshold=p.fg_threshold, bg_threshold=p.bg_threshold, threshold=p.threshold,
+                 prob_alpha=p.prob_alpha, confidence=p.confidence, gt_prob=p.gt_prob, crf=p.crf)
+    for i in ids:
+        with np.load(tmp_path / "cams" / f"{i}.npz") as f:
+            expected = pseudo_label(read_image(data.image_path(i)), f["cams"], f["keys"], mode, **knobs)
+        np.testing.assert_array_equal(read_mask(tmp_path / "out" / f"{i}.png"), expected)
