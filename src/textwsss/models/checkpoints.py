@@ -1,7 +1,11 @@
 """Trained-model files: weights, the spec that rebuilds the architecture, and the class list, so a checkpoint
 is usable without params.yaml or the dataset it was trained on (`textwsss predict` reads all it needs here).
 A segmentation model also carries its evaluation record (evaluation.py: eval_seg's inference options and the
-tuned class gate), so its score needs nothing else either."""
+tuned class gate), so its score needs nothing else either.
+
+Each file also records the content digest of what it holds (digest.py); reading checks it, because torch.load
+returns other weights without a word when a byte of a tensor's storage has changed. Files written before the
+digest existed have none and load as they are."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +14,7 @@ import torch
 
 from ..data.classes import ClassList
 from ..io import save_torch
+from .digest import content_digest
 from .runtime import place
 
 FORMAT = "textwsss-model-2"
@@ -23,7 +28,19 @@ def save_model(path: str | Path, model: torch.nn.Module, classes: ClassList, *, 
              "meta": meta}
     if evaluation is not None:
         state["evaluation"] = evaluation
-    save_torch(path, state)
+    save_torch(path, {**state, "digest": content_digest(state)})
+
+
+def _verified(state: dict, path: Path) -> dict:
+    """`state` without its digest, after checking the digest where the file has one."""
+    if "digest" not in state:
+        return state  # written before model files carried a digest
+    state = dict(state)
+    digest = state.pop("digest")
+    if content_digest(state) != digest:
+        raise ValueError(f"{path}: damaged: content does not match its recorded digest (a changed byte of the "
+                         f"file; torch would read other weights from it)")
+    return state
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -38,7 +55,7 @@ def read_checkpoint(path: str | Path) -> dict:
         found = state.get("format") if isinstance(state, dict) else None
         raise ValueError(f"{path}: not a textwsss model checkpoint of format {FORMAT!r} (found {found!r}); "
                          f"retrain it with this version (dvc repro)")
-    return state
+    return _verified(state, path)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -106,6 +123,7 @@ def load_cam_weights(model: torch.nn.Module, path: str | Path) -> str:
     except Exception as err:
         raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        raw = _verified(raw, path)
         if raw["spec"] != model.spec:
             raise ValueError(f"{path}: a {raw['spec']} network, expected {model.spec}")
         model.load_state_dict(raw["state_dict"])

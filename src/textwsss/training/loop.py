@@ -17,7 +17,6 @@ scratch when none is good.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from ..io import atomic_path
+from ..models.digest import content_digest  # here too: the loop's checkpoints were its first user
 from ..models.runtime import place
 
 log = logging.getLogger(__name__)
@@ -156,35 +156,6 @@ def previous_checkpoint(path: Path) -> Path:
     """Where the checkpoint of the epoch before the last one is kept."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
-
-
-def content_digest(obj) -> str:
-    """sha256 of a checkpoint's content: every tensor's dtype, shape and bytes and every other value's repr, in
-    the order of the (nested) dicts and lists. Equal content gives an equal digest on any machine."""
-    h = hashlib.sha256()
-
-    def walk(x) -> None:
-        if isinstance(x, torch.Tensor):
-            t = x.detach().cpu().contiguous()
-            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        elif isinstance(x, np.ndarray):
-            h.update(f"A{x.dtype}{x.shape}".encode())
-            h.update(np.ascontiguousarray(x).tobytes())
-        elif isinstance(x, dict):
-            h.update(f"D{len(x)}".encode())
-            for k, v in x.items():
-                h.update(repr(k).encode())
-                walk(v)
-        elif isinstance(x, (list, tuple)):
-            h.update(f"L{len(x)}".encode())
-            for v in x:
-                walk(v)
-        else:
-            h.update(repr(x).encode())
-
-    walk(obj)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
