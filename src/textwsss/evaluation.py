@@ -110,12 +110,20 @@ class SegCheckpoint:
         return None if self.record is None else self.record["class_gate"]
 
 
-def load_segmentation(path: str | Path, device="cpu") -> SegCheckpoint:
-    """A segmentation checkpoint of train_seg with its evaluation record; a CAM network is refused by name."""
+def load_segmentation(path: str | Path, device="cpu", stage: str | None = None) -> SegCheckpoint:
+    """A segmentation checkpoint of train_seg with its evaluation record; a CAM network is refused by name.
+    stage: the pipeline stage that wrote `path` (eval_seg: train_seg), named with how to remake it when the file
+    is missing or damaged; None (the CLI: a checkpoint from anywhere): the error names the file only."""
     from .models.checkpoints import load_model_state
 
     path = Path(path)
-    model, state = load_model_state(path, device)
+    if stage is None:
+        model, state = load_model_state(path, device)
+    else:
+        from .pipeline.workspace import stage_output
+
+        with stage_output(stage, path):
+            model, state = load_model_state(path, device)
     kind = state["spec"]["type"]
     if kind not in SEGMENTATION_TYPES:
         stage = state.get("meta", {}).get("stage", "train_cam")

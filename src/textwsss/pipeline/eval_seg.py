@@ -25,7 +25,7 @@ def run(params, ws: Workspace) -> None:
     device = resolve_device(params.device)
     data = ws.dataset(params)
     ids = data.ids("val")
-    ckpt = load_segmentation(ws.model_dir("train_seg") / "model.pt", device)
+    ckpt = load_segmentation(ws.model_file("train_seg"), device, stage="train_seg")
     if ckpt.record is None:
         raise ValueError(f"{ckpt.path} carries no evaluation record (written by an older train_seg); retrain it "
                          f"(dvc repro)")

@@ -20,7 +20,6 @@ from ..data.images import working_size
 from ..data.prepared import PreparedDataset
 from ..guide.factory import matcher_from_params
 from ..io import write_json
-from ..models.checkpoints import load_model
 from ..params import resolve_device
 from ..tas.captioner import build_captioner
 from ..tas.proposals import build_proposer
@@ -93,8 +92,8 @@ def run(params, ws: Workspace) -> None:
         proposer = build_proposer("superpixel", min_area=t.min_area, max_masks=t.max_masks)
     captioner = build_captioner(t.captioner, device=device)
     seg_model = None
-    if t.use_seg_model:
-        seg_model, _ = load_model(ws.model_dir("train_seg") / "model.pt", device)
+    if t.use_seg_model:  # after the matcher, as before: the order of the random inits stays the same
+        seg_model, _ = ws.load_stage_model("train_seg", device)
     vocabulary = list(data.classes.prompts) + matcher.check_concepts(params.zeroshot.background_words,
                                                                     background=True)
     scores, _, seconds = run_benchmark(data, exprs, proposer, matcher, vocabulary=vocabulary, captioner=captioner,

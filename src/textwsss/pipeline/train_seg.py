@@ -37,12 +37,12 @@ def label_paths(params, ws: Workspace, data, ids) -> dict:
     return {i: ws.pseudo_labels / f"{i}.png" for i in ids}
 
 
-def init_backbone_from_cam(model, cam_file) -> None:
+def init_backbone_from_cam(model, ws: Workspace, stage: str = "train_cam") -> None:
     """DeepLab's backbone takes the weights of the trained CAM network's backbone (same architecture; the
-    dilation may differ, the weights do not): features that have already learnt these images' classes."""
-    from ..models.checkpoints import read_checkpoint
-
-    state = read_checkpoint(cam_file)
+    dilation may differ, the weights do not): features that have already learnt these images' classes. A
+    missing or damaged CAM network is an error naming the file and `stage`, which makes it."""
+    cam_file = ws.model_file(stage)
+    state = ws.read_stage_checkpoint(stage)
     if state["spec"]["backbone"] != model.spec["backbone"]:
         raise ValueError(f"seg.init: cam needs the CAM network's backbone; {cam_file} has "
                          f"{state['spec']['backbone']}, seg.backbone is {model.spec['backbone']}")
@@ -68,9 +68,8 @@ def run(params, ws: Workspace) -> None:
                               num_classes=classes.num_labels, aspp_channels=seg.aspp_channels,
                               decoder_channels=seg.decoder_channels)
         if seg.init == "cam":
-            cam_file = ws.model_dir("train_cam") / "model.pt"
-            init_backbone_from_cam(model, cam_file)
-            inputs.append(cam_file)
+            init_backbone_from_cam(model, ws)
+            inputs.append(ws.model_file("train_cam"))
         model.backbone.freeze(cfg.freeze_stages, cfg.freeze_batchnorm)
         weights = None
         if cfg.loss == "balanced_ce":
