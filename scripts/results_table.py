@@ -54,6 +54,9 @@ ROWS = [
         "{pseudo_labels.ignore_ratio:%})", "pseudo_labels.miou"),
     Row("pseudo_labels, every pixel", "the same labels, an ignored pixel scored as a miss (`miou_all_pixels`)",
         "yes", "{pseudo_labels.miou_all_pixels}", "pseudo_labels.miou_all_pixels"),
+    Row("random_walk", "IRN's random walk from the seeds' relation network, train split, every pixel (pixel "
+        "acc; not what train_seg learns from unless `seg.labels: random_walk`)", "yes",
+        "{random_walk.miou_all_pixels} ({random_walk.pixel_acc})", "random_walk.miou_all_pixels"),
     Row("eval_seg", "**the final model** (DeepLab v3+, EfficientNet-Lite0) with the matcher's class gate, "
         "val mIoU (pixel acc)", "**no**", "**{seg.miou}** ({seg.pixel_acc})", "seg.miou", "seg.pixel_acc"),
     Row("eval_seg, network alone", "the same network, every class allowed (seg.json `ungated`)", "no",

@@ -19,10 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 STAGES_DIR = ROOT / "stages"
 
-#: Stages whose script may exist before their dvc.yaml entry does: skipped until it is there (issue 25's IRN
-#: stages were written so; both are in dvc.yaml now and checked like the others).
-UNDER_CONSTRUCTION = {"train_irn", "random_walk"}
-
 
 def _passes_nproc_key(stage: str) -> bool:
     return "nproc_key=" in (STAGES_DIR / f"{stage}.py").read_text()
@@ -220,8 +216,6 @@ def test_a_dep_folder_covers_its_files_and_a_docstring_file_needs_none(made_up):
 def test_every_imported_file_is_a_dep_of_the_stage(stage):
     stages = _dvc_stages()
     if stage not in stages:
-        if stage in UNDER_CONSTRUCTION:
-            pytest.skip(f"{stage}: stages/{stage}.py exists, its dvc.yaml entry is still being written")
         pytest.fail(f"stages/{stage}.py has no stage in dvc.yaml")
     missing = uncovered(stage, stages[stage].get("deps", []))
     assert not missing, f"dvc.yaml stage {stage} does not list these files its code imports: {missing}"
