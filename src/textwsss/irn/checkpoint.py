@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.checkpoints import map_state_strictly
 from .boundary_net import BoundaryNet
 
 #: Entries of res50_irn.pth that BoundaryNet has no use for (module docstring).
@@ -52,33 +53,8 @@ def _our_name(key: str) -> str | None:
 
 def irn_to_ours(state: dict, model: BoundaryNet, path: Path | str = "<state dict>") -> dict:
     """res50_irn.pth's state dict in `model`'s names; ValueError listing the problems when it does not fit."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
-    ours = model.state_dict()
-    mapped, problems = {}, []
-    for key, value in state.items():
-        name = _our_name(key)
-        if name is None:
-            if not _DROPPED.match(key):
-                problems.append(f"unexpected key {key!r}")
-            continue
-        if name not in ours:
-            problems.append(f"key {key!r} has no counterpart {name!r} in the {model.spec['backbone']} relation network")
-        elif tuple(ours[name].shape) != tuple(value.shape):
-            problems.append(f"{key!r}: shape {tuple(value.shape)}, the relation network's {name!r} has "
-                            f"{tuple(ours[name].shape)}")
-        else:
-            mapped[name] = value
-    for name, value in ours.items():
-        if name in mapped or name.startswith("normalize."):
-            continue
-        if name.endswith("num_batches_tracked"):
-            mapped[name] = value  # absent from files of old BatchNorm versions; unused by the forward pass
-        else:
-            problems.append(f"missing {name!r} (IRN key {irn_key(name)!r})")
-    if problems:
-        raise ValueError(f"{path}: not an IRN res50_irn.pth for this relation network ({len(problems)} problem(s)): "
-                         + "; ".join(problems[:8]))
-    return mapped
+    return map_state_strictly(state, model, path, _our_name, skip=lambda key: bool(_DROPPED.match(key)),
+                              original=irn_key, network="relation network", file_kind="res50_irn.pth")
 
 
 def load_irn_weights(model: BoundaryNet, path: str | Path) -> str:

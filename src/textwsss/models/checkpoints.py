@@ -75,27 +75,25 @@ def load_model_state(path: str | Path, device: str | torch.device = "cpu") -> tu
     return place(model, device).eval(), {k: v for k, v in state.items() if k != "state_dict"}
 
 
-def _irn_to_ours(state: dict, model: torch.nn.Module, path: Path) -> dict:
-    """IRN's res50_cam.pth (net/resnet50_cam.py: `resnet50.*`, the same modules again as `stage1..4.*`, and
-    `classifier.weight`) in our CAMNet's names (`backbone.*`, `classifier.weight`). Strict: every key must be
-    used or be one of IRN's duplicates, and every weight of the model must be given."""
+def map_state_strictly(state: dict, model: torch.nn.Module, path: Path | str, rename, *, skip, original,
+                       network: str, file_kind: str) -> dict:
+    """A published state dict in `model`'s names, strictly: every key is renamed (`rename(key)` -> our name, or
+    None) or is a known extra (`skip(key)`), and every weight of the model is given; otherwise a ValueError
+    naming the file and listing the problems (`original(name)`: the file's key for one of ours)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
     ours = model.state_dict()
     mapped, problems = {}, []
     for key, value in state.items():
-        if key.startswith("resnet50."):
-            name = "backbone." + key[len("resnet50."):]
-        elif key == "classifier.weight":
-            name = key
-        elif key.split(".")[0] in ("stage1", "stage2", "stage3", "stage4"):
-            continue  # IRN registers the resnet50 modules a second time as stages; the resnet50.* copy is used
-        else:
-            problems.append(f"unexpected key {key!r}")
+        name = rename(key)
+        if name is None:
+            if not skip(key):
+                problems.append(f"unexpected key {key!r}")
             continue
         if name not in ours:
-            problems.append(f"key {key!r} has no counterpart {name!r} in the {model.spec['backbone']} CAM network")
+            problems.append(f"key {key!r} has no counterpart {name!r} in the {model.spec['backbone']} {network}")
         elif tuple(ours[name].shape) != tuple(value.shape):
-            problems.append(f"{key!r}: shape {tuple(value.shape)}, the CAM network's {name!r} has {tuple(ours[name].shape)}")
+            problems.append(f"{key!r}: shape {tuple(value.shape)}, the {network}'s {name!r} has "
+                            f"{tuple(ours[name].shape)}")
         else:
             mapped[name] = value
     for name, value in ours.items():
@@ -104,11 +102,31 @@ def _irn_to_ours(state: dict, model: torch.nn.Module, path: Path) -> dict:
         if name.endswith("num_batches_tracked"):
             mapped[name] = value  # absent from checkpoints of old BatchNorm versions; unused by the forward pass
         else:
-            problems.append(f"missing {name!r} (IRN key {'resnet50.' + name[len('backbone.'):] if name.startswith('backbone.') else name!r})")
+            problems.append(f"missing {name!r} (IRN key {original(name)!r})")
     if problems:
-        raise ValueError(f"{path}: not an IRN res50_cam.pth for this CAM network ({len(problems)} problem(s)): "
+        raise ValueError(f"{path}: not an IRN {file_kind} for this {network} ({len(problems)} problem(s)): "
                          + "; ".join(problems[:8]))
     return mapped
+
+
+def _irn_cam_name(key: str) -> str | None:
+    if key.startswith("resnet50."):
+        return "backbone." + key[len("resnet50."):]
+    return key if key == "classifier.weight" else None
+
+
+def _irn_cam_key(name: str) -> str:
+    return "resnet50." + name[len("backbone."):] if name.startswith("backbone.") else name
+
+
+def _irn_to_ours(state: dict, model: torch.nn.Module, path: Path) -> dict:
+    """IRN's res50_cam.pth (net/resnet50_cam.py: `resnet50.*`, the same modules again as `stage1..4.*`, and
+    `classifier.weight`) in our CAMNet's names (`backbone.*`, `classifier.weight`). Strict: every key must be
+    used or be one of IRN's duplicates, and every weight of the model must be given."""
+    # IRN registers the resnet50 modules a second time as stages; the resnet50.* copy is used
+    return map_state_strictly(state, model, path, _irn_cam_name,
+                              skip=lambda key: key.split(".")[0] in ("stage1", "stage2", "stage3", "stage4"),
+                              original=_irn_cam_key, network="CAM network", file_kind="res50_cam.pth")
 
 
 def load_cam_weights(model: torch.nn.Module, path: str | Path) -> str:
