@@ -260,18 +260,29 @@ def _toml(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def prepare(module: Module) -> Path:
-    """mutants/<key>/: a fresh copy of the project whose [tool.mutmut] mutates this module with its own tests."""
+def prepare(module: Module, resume: bool = False) -> Path:
+    """mutants/<key>/: a fresh copy of the project whose [tool.mutmut] mutates this module with its own tests.
+
+    With `resume`, an earlier run's mutmut state (mutants/<key>/mutants/) is kept and only the copies of the project
+    are refreshed: mutmut keeps the verdict of every mutant whose function is unchanged and checks the rest, so a
+    run stopped at its budget goes on where it stopped."""
     work = WORK / module.key
-    if work.exists():
+    keep = resume and (work / "mutants").is_dir()
+    if resume and not keep:
+        log.info("%s: nothing to resume in %s, starting afresh", module.key, work)
+    if work.exists() and not keep:
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         src = ROOT / name
+        if (work / name).is_dir():
+            shutil.rmtree(work / name)
         if src.is_dir():
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         elif src.is_file():
             shutil.copy2(src, work / name)
+    if (work / "shared").is_symlink():
+        (work / "shared").unlink()
     # the tests find voc-mini at <repository>/../shared; mutmut runs them from <work>/mutants
     shared = (ROOT / ".." / "shared").resolve()
     if shared.is_dir():
@@ -287,8 +298,10 @@ def prepare(module: Module) -> Path:
     return work
 
 
-def run_module(module: Module, jobs: int, budget_min: float | None, command: str) -> dict:
-    work = prepare(module)
+def run_module(module: Module, jobs: int, budget_min: float | None, command: str, resume: bool = False) -> dict:
+    before = json.loads((WORK / module.key / "run.json").read_text()) \
+        if resume and (WORK / module.key / "run.json").is_file() and (WORK / module.key / "mutants").is_dir() else None
+    work = prepare(module, resume)
     dump = work / "result.json"
     globs = [f"textwsss.{_dotted(s)}.{g}" if not g.startswith("*") else g
              for s in module.sources for g in module.functions] if module.functions != ("*",) else []
@@ -312,6 +325,9 @@ def run_module(module: Module, jobs: int, budget_min: float | None, command: str
         raise RuntimeError(f"mutmut failed on {module.key} (exit {proc.returncode}); see {work / 'mutmut.log'}")
     run = {"command": command, "wall_s": wall, "commit": commit(module), "cpu": cpu_name(),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if before:  # the wall time of the whole check, over its runs
+        run["wall_s"] += before["wall_s"]
+        run["command"] = f"{before['command']}, then {command}"
     (work / "run.json").write_text(json.dumps(run))
     return load_result(module)
 
@@ -468,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutmut workers (the machine is shared: 1 or 2)")
     parser.add_argument("--quick", action="store_true", help="one small function against one test, seconds")
     parser.add_argument("--budget-min", type=float, help="stop each module after this many minutes")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the last run of each module (kept verdicts of unchanged functions)")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the report from the last runs (after editing VERDICTS)")
     parser.add_argument("--report", type=Path, default=None, help="report to write (default %(default)s)")
@@ -487,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/mutation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
     for module in modules:
-        result = load_result(module) if args.render else run_module(module, args.jobs, args.budget_min, command.strip())
+        result = load_result(module) if args.render else run_module(module, args.jobs, args.budget_min, command.strip(),
+                                                               args.resume)
         results.append(result)
         write_report(report, results)
         c = result["counts"]

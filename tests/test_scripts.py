@@ -26,6 +26,7 @@ RESULT = {
     "scripts/plots_offline.sh": r"index\.html$",
     "scripts/results_table.py": r"the results table is up to date$",
     "scripts/mutation.py": r"^quick: \d+/\d+ killed",
+    "scripts/random_walk_study.py": r"^quick check: walk study on 4 generated scenes, \d+ cells",
 }
 SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("benchmarks", "scripts") for p in (ROOT / d).iterdir()
                  if p.suffix in (".py", ".sh") and not p.name.startswith("_"))

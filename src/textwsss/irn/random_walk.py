@@ -14,6 +14,8 @@ Two forms of the same product:
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import scipy.sparse
 import torch
@@ -88,15 +90,29 @@ def propagate_dense(cams: Tensor, boundary: Tensor, *, beta: float = 10, exp_tim
 def propagate(cams: Tensor, boundary: Tensor, *, beta: float = 10, exp_times: int = 8, radius: int = 5) -> Tensor:
     """The fast form of propagate_dense: 2^exp_times products of the (C, n) CAM matrix with the sparse T, in
     float64. cams (C, h, w), boundary (h, w) in [0, 1] -> (C, h, w) float64."""
-    _check(cams, boundary)
     _check_walk(beta, exp_times)
+    return propagate_stages(cams, boundary, beta=beta, exp_times=[exp_times], radius=radius)[int(exp_times)]
+
+
+def propagate_stages(cams: Tensor, boundary: Tensor, *, beta: float = 10, exp_times: Sequence[int] = (8,),
+                     radius: int = 5) -> dict[int, Tensor]:
+    """propagate at several exp_times in one walk: {e: the walk after 2^e steps} for each e of exp_times (a
+    sweep over exp_times costs the longest walk only)."""
+    _check(cams, boundary)
+    for e in exp_times:
+        _check_walk(beta, e)
     a = sparse_affinity(boundary, radius, beta)
     # T^T = D^-1 A^beta (A symmetric): rows scaled by the inverse column sums of A^beta
     step = (scipy.sparse.diags_array(1 / a.sum(0)) @ a).tocsr()
     y = _start(cams, boundary).numpy().T.copy()  # (n, C)
-    for _ in range(2 ** int(exp_times)):
-        y = step @ y
-    return torch.from_numpy(np.ascontiguousarray(y.T)).reshape(cams.shape)
+    wanted = {2 ** int(e): int(e) for e in exp_times}
+    out = {}
+    for done in range(max(wanted) + 1):
+        if done in wanted:
+            out[wanted[done]] = torch.from_numpy(np.ascontiguousarray(y.T)).reshape(cams.shape)
+        if done < max(wanted):
+            y = step @ y
+    return out
 
 
 def walk_labels(cams: Tensor, keys, boundary: Tensor, image_size: tuple[int, int], *, bg_threshold: float = 0.25,
@@ -137,7 +153,15 @@ def walk_scores(cams: Tensor, boundary: Tensor, image_size: tuple[int, int], *, 
         rw = propagate_dense(cams, boundary, beta=beta, exp_times=exp_times, radius=radius, dtype=dense_dtype)
     else:
         rw = propagate(cams, boundary, beta=beta, exp_times=exp_times, radius=radius)
-    up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    return torch.cat([torch.full((1, h, w), float(bg_threshold), dtype=torch.float64),
+                      walked_maps(rw, image_size)])
+
+
+def walked_maps(rw: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """The walked stride-4 maps (C, h, w) upsampled x4 (bilinear), cropped to image_size and divided by their
+    common maximum: what the background score competes with."""
+    h, w = image_size
+    up = F.interpolate(rw.double()[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
     if up.numel():
         up = up / up.max().clamp_min(1e-12)  # an all-zero walk (no CAM mass) leaves everything background
-    return torch.cat([torch.full((1, h, w), float(bg_threshold), dtype=up.dtype), up])
+    return up
