@@ -46,6 +46,8 @@ from textwsss.irn.pairs import pair_index  # noqa: E402
 from textwsss.irn.random_walk import propagate_stages, walked_maps  # noqa: E402
 from textwsss.metrics import ConfusionMatrix  # noqa: E402
 
+from mutation import cpu_name  # noqa: E402  (scripts/: the CPU line every study report gives)
+
 STUDIES = ROOT / "reports" / "studies"
 BETAS = (5.0, 10.0, 20.0)
 EXP_TIMES = (0, 2, 4, 6, 8)
@@ -60,6 +62,14 @@ def _resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=tuple(size), mode="nearest")[0, 0].numpy().astype(labels.dtype)
 
 
+def threshold_labels(maps: torch.Tensor, keys, threshold: float, shape) -> np.ndarray:
+    """Labels (0 background, keys + 1) of scores maps (C, H, W) against a constant background score."""
+    if not len(keys):
+        return np.zeros(shape, np.uint8)
+    best, arg = maps.max(0)
+    return np.where(best.numpy() > threshold, (np.asarray(keys) + 1)[arg.numpy()], 0).astype(np.uint8)
+
+
 class Curves:
     """One confusion matrix per (row, background threshold); rows are named cells of the study's grid."""
 
@@ -70,11 +80,8 @@ class Curves:
     def update(self, row: str, maps: torch.Tensor, keys: np.ndarray, gt: np.ndarray) -> None:
         """maps (C, H, W) scores of the image's classes (keys: 0-based), compared with each threshold."""
         cms = self.matrices.setdefault(row, {t: ConfusionMatrix(self.names) for t in THRESHOLDS})
-        if len(keys):
-            best, arg = maps.max(0)
-            best, label = best.numpy(), (np.asarray(keys) + 1)[arg.numpy()]
         for t, cm in cms.items():
-            cm.update(np.where(best > t, label, 0) if len(keys) else np.zeros_like(gt), gt)
+            cm.update(threshold_labels(maps, keys, t, gt.shape), gt)
 
     def curve(self, row: str) -> dict[float, float]:
         return {t: cm.summary()["miou"] for t, cm in self.matrices[row].items()}
@@ -156,11 +163,7 @@ def figure(path: Path, kept: dict, record: dict) -> None:
     fig, axes = plt.subplots(len(kept), len(columns), figsize=(2.2 * len(columns), 1.9 * len(kept)), squeeze=False)
     for r, (image_id, k) in enumerate(kept.items()):
         def labels(row, t):
-            maps = k["walked"][row]
-            if not len(k["keys"]):
-                return np.zeros(k["gt"].shape, np.uint8)
-            best, arg = maps.max(0)
-            return np.where(best.numpy() > t, (np.asarray(k["keys"]) + 1)[arg.numpy()], 0).astype(np.uint8)
+            return threshold_labels(k["walked"][row], k["keys"], t, k["gt"].shape)
 
         tiles = [k["image"], blend(k["image"], colorize(k["gt"])), blend(k["image"], colorize(k["seeds"])),
                  heatmap(k["learned"]), heatmap(k["oracle"]),
@@ -309,21 +312,6 @@ def _curve_plot(path: Path, runs: list[dict]) -> None:
     tmp.replace(path)
 
 
-def cpu() -> str:
-    import os
-    import platform
-
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            info.setdefault(k.strip(), v.strip())
-    except OSError:
-        pass
-    return f"{info.get('model name', platform.processor() or 'unknown CPU')} (family {info.get('cpu family', '?')} " \
-           f"model {info.get('model', '?')}), {os.cpu_count()} cores"
-
-
 def write(out: Path, record: dict, kept: dict) -> None:
     """The record as JSON and its figure beside it (<name>_figure.png), each written whole or not at all."""
     tmp = out.with_name(out.name + ".tmp")
@@ -357,7 +345,7 @@ def main(argv=None) -> int:
                              figure_ids=("scene0",))
         assert len(kept) == 1 and record["pairs"]["pos_precision"] == 1.0, "seeds cut from the masks must agree"
         with tempfile.TemporaryDirectory() as tmp:
-            record.update(seed=0, n_images=len(items), cpu=cpu(), wall_s=time.perf_counter() - start,
+            record.update(seed=0, n_images=len(items), cpu=cpu_name(), wall_s=time.perf_counter() - start,
                           seeds_all_pixels=None, train_irn={"epochs": 0, "lr": 0.0})
             write(Path(tmp) / "random_walk_seed0.json", record, kept)
             text = render(Path(tmp))
@@ -384,7 +372,7 @@ def main(argv=None) -> int:
                          model, flip=p.flip, committed=committed, train_radius=params.train_irn.radius,
                          names=list(data.classes.label_names), figure_ids=figure_ids)
     seeds_json = ROOT / "reports" / "metrics" / "pseudo_labels.json"
-    record.update(seed=params.seed, n_images=len(ids), cpu=cpu(), wall_s=time.perf_counter() - start,
+    record.update(seed=params.seed, n_images=len(ids), cpu=cpu_name(), wall_s=time.perf_counter() - start,
                   train_irn=params.train_irn.model_dump(), random_walk=p.model_dump(),
                   seeds_all_pixels=json.loads(seeds_json.read_text()).get("miou_all_pixels")
                   if seeds_json.is_file() else None)
