@@ -1,7 +1,7 @@
 """Mutation check of the core modules: mutmut puts one small bug at a time into a copy of the library and runs
 the module's own fast tests against it; a mutant no test notices is a bug the suite would let through.
 
-    python scripts/mutation.py [MODULE ...] [--jobs 1] [--quick]
+    python scripts/mutation.py [MODULE ...] [--jobs 1] [--budget-min M] [--resume] [--render] [--quick]
 
 MODULE is a key of MODULES below (all of them by default). Each module runs in its own folder mutants/<key>/
 (git-ignored; a copy of src/, tests/ and the configs, with ../shared linked beside it so that the voc-mini tests
@@ -9,7 +9,9 @@ run) with its own test selection, and its section of reports/studies/mutation.md
 killed / survived / equivalent, the score (killed / behaviour-changing mutants), the command, the wall time,
 the CPU, and every survivor with its diff and a verdict from VERDICTS (equivalent: why; or left: why).
 Log calls and docstrings are never mutated (pyproject.toml [tool.mutmut]). Not in CI: minutes per module.
-`--quick` checks one small function against one test and writes mutants/quick.md (seconds).
+`--budget-min M` stops each module after M minutes (the rest is reported as not checked); `--resume` goes on
+from where a module's last run stopped; `--render` only rewrites the report from the last runs (after editing
+VERDICTS). `--quick` checks one small function against one test and writes mutants/quick.md (seconds).
 """
 from __future__ import annotations
 
