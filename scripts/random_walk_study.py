@@ -228,13 +228,13 @@ def render(folder: Path = STUDIES) -> str:
     seeds = [r["seed"] for r in runs]
     c = runs[0]["committed"]
 
-    def stat(values):
+    def stat(values, digits=1):
         values = [v for v in values if v is not None]
         if not values:
             return "-"
         if len(values) == 1:
-            return f"{values[0]:.1f}"
-        return f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
     rows = [r for r in runs[0]["best"]]
     lines = [
@@ -270,11 +270,11 @@ def render(folder: Path = STUDIES) -> str:
               f"| positive pairs that are truly same-label | {stat([100 * r['pairs']['pos_precision'] for r in runs])}% |",
               f"| negative pairs that are truly different | {stat([100 * r['pairs']['neg_precision'] for r in runs])}% |",
               f"| true pairs the seeds label | {stat([100 * r['pairs']['coverage'] for r in runs])}% |",
-              f"| boundary map ROC AUC (true boundary cells vs the rest) | {stat([r['boundary']['auc'] for r in runs])} |",
-              f"| mean boundary value on true boundary cells | {stat([r['boundary']['mean_on_boundary'] for r in runs])} |",
-              f"| mean boundary value elsewhere | {stat([r['boundary']['mean_elsewhere'] for r in runs])} |",
-              "", f"Run on {runs[0]['cpu']}; per seed: "
-              + ", ".join(f"seed {r['seed']} {r['wall_s'] / 60:.1f} min" for r in runs) + ".",
+              f"| boundary map ROC AUC (true boundary cells vs the rest) | {stat([r['boundary']['auc'] for r in runs], 2)} |",
+              f"| mean boundary value on true boundary cells | {stat([r['boundary']['mean_on_boundary'] for r in runs], 2)} |",
+              f"| mean boundary value elsewhere | {stat([r['boundary']['mean_elsewhere'] for r in runs], 2)} |",
+              "", "Wall time per seed (2 cores, shared with other work): "
+              + ", ".join(f"seed {r['seed']} {r['wall_s'] / 60:.1f} min on {r['cpu']}" for r in runs) + ".",
               "", "![mIoU against the background threshold](random_walk.png)", ""]
     lines += [f"![seed {s}: boundary maps and labels](random_walk_seed{s}_figure.png)" for s in seeds]
     text = "\n".join(lines) + "\n"
