@@ -360,6 +360,10 @@ def test_tags_rows_of_csv_files(tmp_path):
     assert _rows(path, problems) == []
     assert problems == [f"{path}: expected a header with columns 'image' and 'tags' (and optionally 'split'), "
                         f"got ['file', 'labels']"]
+    for header in ("image,labels", "file,tags"):  # one of the two columns is not enough
+        path.write_text(f"{header}\na.jpg,owl\n")
+        problems = []
+        assert _rows(path, problems) == [] and problems[0].endswith(f"got {header.split(',')}")
     path.write_text("")
     problems = []
     assert _rows(path, problems) == [] and problems[0].endswith("got []")

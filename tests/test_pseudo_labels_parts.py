@@ -90,6 +90,26 @@ def test_irn_mode_thresholds_and_the_ignore_region():
     np.testing.assert_array_equal(out, [[4, 4, 0, 255]])
 
 
+def test_irn_is_the_default_mode_and_keeps_the_first_class():
+    # key 0 is dataset label 1 (VOC's aeroplane): fg-confident there, background in both maps elsewhere
+    cams = np.array([[[0.9, 0.0, 0.9, 0.0]]], np.float32)
+    np.testing.assert_array_equal(pseudo_label(GREY, cams, np.array([0]), crf=NO_CRF), [[1, 0, 1, 0]])
+
+
+def test_inputs_without_an_image_id_are_named_image():
+    with pytest.raises(ValueError, match=r"^<image>: 1 keys for 2 CAMs$"):
+        pseudo_label(GREY, np.zeros((2, 1, 4), np.float32), np.array([0]), "none")
+
+
+def test_prob_mode_keeps_a_pixel_whose_probability_equals_the_confidence():
+    # background 1 - 0.5 = 0.5 against the CAM's 0.5: the background (first) at exactly 0.5, not below 0.5
+    cams = np.full((1, 1, 4), 0.5, np.float32)
+    np.testing.assert_array_equal(pseudo_label(GREY, cams, np.array([0]), "prob", confidence=0.5, crf=NO_CRF),
+                                  [[0, 0, 0, 0]])
+    np.testing.assert_array_equal(pseudo_label(GREY, cams, np.array([0]), "prob", confidence=0.51, crf=NO_CRF),
+                                  [[255] * 4])
+
+
 def test_irn_mode_passes_gt_prob_to_the_crf():
     # gt_prob 0.2 with 3 labels: each given label gets 0.2, each other one 0.4, so the unary's argmax is the
     # lowest other label: background -> label of key 0, an object -> background
@@ -299,13 +319,46 @@ def test_cams_from_mask_shift_blur_and_downscale():
     assert not np.array_equal(small[0] > 0, mask == 1)
 
 
+def test_cams_from_mask_downscale_two_is_block_means_upsampled_bilinearly():
+    import torch
+    import torch.nn.functional as F
+
+    # a non-square mask with an object on the border: downscale 2 = 2 x 2 block means, then bilinear back to full
+    # size with edges repeated (torch's area and bilinear, align_corners False, as a plain reference)
+    mask = np.zeros((6, 8), np.uint8)
+    mask[0:3, 0:5] = 2
+    cams, keys = cams_from_mask(mask, downscale=2, blur_sigma=0, shift=(0, 0), dtype=np.float32)
+    onehot = torch.from_numpy((mask == 2).astype(np.float32))[None, None]
+    small = F.avg_pool2d(onehot, 2)
+    expected = F.interpolate(small, size=mask.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert keys.tolist() == [1]
+    np.testing.assert_allclose(cams[0], expected / expected.max(), atol=1e-6)
+
+
+def test_cams_from_mask_defaults_blur_and_shift_with_edges_repeated():
+    mask = np.zeros((40, 48), np.uint8)
+    mask[8:24, 16:40] = 1
+    default, _ = cams_from_mask(mask)
+    np.testing.assert_array_equal(default, cams_from_mask(mask, downscale=8, blur_sigma=4.0, shift=(3, 3))[0])
+    assert not np.array_equal(default, cams_from_mask(mask, downscale=4, blur_sigma=4.0, shift=(3, 3))[0])
+    assert not np.array_equal(default, cams_from_mask(mask, downscale=8, blur_sigma=3.0, shift=(3, 3))[0])
+    # a blur of one pixel reaches one pixel past the object
+    blurred, _ = cams_from_mask(mask, downscale=1, blur_sigma=1.0, shift=(0, 0), dtype=np.float32)
+    assert blurred[0, 7, 20] > 0.1 and blurred[0, 4, 20] < 1e-3
+    # shifted down 2 rows from the top edge: the two new rows repeat row 0
+    top = np.zeros((6, 4), np.uint8)
+    top[0] = 1
+    shifted, _ = cams_from_mask(top, downscale=1, blur_sigma=0, shift=(2, 0), dtype=np.float32)
+    np.testing.assert_array_equal(shifted[0], np.repeat([[1.0], [1.0], [1.0], [0.0], [0.0], [0.0]], 4, 1))
+
+
 def test_cams_from_mask_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"^mask must be \(H, W\), got shape \(2, 2, 1\)$"):
         cams_from_mask(np.zeros((2, 2, 1), np.uint8))
     with pytest.raises(ValueError, match=r"^downscale must be >= 1, got 0$"):
         cams_from_mask(np.zeros((2, 2), np.uint8), downscale=0)
     cams, keys = cams_from_mask(np.zeros((4, 4), np.uint8))
-    assert cams.shape == (0, 4, 4) and keys.tolist() == []
+    assert cams.shape == (0, 4, 4) and keys.tolist() == [] and keys.dtype == np.int64  # make_cam's key format
 
 
 def test_a_recomputed_cam_recomputes_its_label_and_no_other(synthetic, monkeypatch):
@@ -410,7 +463,7 @@ def test_scoring_by_hand_pixel_accuracy_absent_classes_and_a_mask_with_nothing_t
     assert str(err.value) == "c: pseudo-label size (2, 4) differs from ground truth (1, 4)"
 
 
-@pytest.mark.parametrize("mode", ["irn", "prob"])
+@pytest.mark.parametrize("mode", ["irn", "prob", "none"])
 def test_generate_passes_every_knob_to_each_image(synthetic, tmp_path, mode):
     # graded CAMs and knobs that all differ from their defaults: each label file must be what pseudo_label
     # (checked by hand above) makes of its image with the same knobs
@@ -429,6 +482,19 @@ def test_generate_passes_every_knob_to_each_image(synthetic, tmp_path, mode):
         with np.load(tmp_path / "cams" / f"{i}.npz") as f:
             expected = pseudo_label(read_image(data.image_path(i)), f["cams"], f["keys"], mode, **knobs)
         np.testing.assert_array_equal(read_mask(tmp_path / "out" / f"{i}.png"), expected)
+
+
+def test_generate_refuses_a_cam_file_changed_since_make_cam_recorded_it(synthetic, tmp_path):
+    params, ws = synthetic
+    data = ws.dataset(params)
+    ids = data.ids("train")
+    sources = cam_hashes(ws.cams, ids)
+    damaged = ws.cams / f"{ids[1]}.npz"
+    cams, keys = cams_from_mask(data.read_mask(ids[1]), downscale=1, blur_sigma=0, shift=(1, 1))
+    damaged.write_bytes(cam_bytes(cams, keys))  # a valid CAM file, but not the one make_cam wrote
+    with pytest.raises(ValueError, match=rf"{ids[1]}\.npz: its content differs from what make_cam recorded"):
+        generate_pseudo_labels(data, ids, ws.cams, tmp_path / "out", workers=1, mode="none", cam_md5=sources)
+    assert not (tmp_path / "out" / f"{ids[1]}.png").exists()
 
 
 def test_generate_names_the_first_twenty_ids_without_a_cam(synthetic, tmp_path):

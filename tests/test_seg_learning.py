@@ -55,6 +55,13 @@ def test_text_to_pixel_loss_hand_value_ignore_and_resize():
     assert text_to_pixel_loss(logits, big).item() == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ValueError, match="target"):
         text_to_pixel_loss(logits, torch.tensor([[[2, 0], [0, 1]]]))
+    # one valid pixel: its own BCE, log(1 + e^-3), not half of it
+    one = torch.tensor([[[255, 255], [255, 1]]])
+    assert text_to_pixel_loss(logits, one).item() == pytest.approx(np.log(1 + np.exp(-3.0)), abs=1e-6)
+    # the message names the first five bad values
+    bad = torch.tensor([[[2, 3, 4], [5, 6, 7]]])
+    with pytest.raises(ValueError, match=r"^target: expected values in \{0, 1, 255\}, got \[2, 3, 4, 5, 6\]$"):
+        text_to_pixel_loss(torch.zeros(1, 1, 2, 3), bad)
 
 
 def test_cris_samples_one_per_present_class_and_negatives():
@@ -209,6 +216,9 @@ def test_balanced_class_weights_by_hand(tmp_path):
     # (13/7.5)^-0.5 = 0.7596, (2/7.5)^-0.5 = 1.9365, normalised to mean 1 over the present classes
     assert w[0].item() == pytest.approx(2 * 0.7596 / (0.7596 + 1.9365), rel=1e-3)
     assert w[1].item() == pytest.approx(2 * 1.9365 / (0.7596 + 1.9365), rel=1e-3) and w[2].item() == 0.0
+    # a class with a single pixel is present: (1/2)^-0.5 = 1.4142 against (3/2)^-0.5 = 0.8165, mean 1
+    np.testing.assert_allclose(balanced_class_weights(np.array([3, 1, 0])).numpy(),
+                               [2 * 0.8165 / 2.2307, 2 * 1.4142 / 2.2307, 0.0], rtol=1e-3)
     logits = torch.randn(1, 3, 2, 4)
     target = torch.tensor([[[0, 0, 0, 1], [0, 0, 255, 1]]])
     per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")

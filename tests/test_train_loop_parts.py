@@ -377,3 +377,130 @@ def test_dvclive_makes_no_experiment_report_or_dvc_yaml_of_its_own(tmp_path, mon
     fit(model, _regression(), _mse, [{"params": model.parameters()}], TrainConfig(**{**cfg.__dict__, "epochs": 2}))
     expected = dict(dir=str(live), report=None, save_dvc_exp=False, dvcyaml=None)
     assert opened == [{**expected, "resume": False}, {**expected, "resume": True}]
+
+
+# ---- what an epoch logs, how it shuffles and seeds, what a step leaves alone --------------------------------
+def test_each_epoch_logs_the_mean_of_its_steps_losses(tmp_path, caplog):
+    # 8 samples in batches of 2: 4 steps per epoch; the step function's 'k' is the call number (1, 2, ...), so the
+    # epochs' means are 2.5 and 6.5 and the log line names the run
+    calls = []
+
+    def step(m, batch, device):
+        calls.append(1)
+        return {**_mse(m, batch, device), "k": torch.tensor(float(len(calls)))}
+
+    model = _linear()
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=0.01, live_dir=tmp_path / "live")
+    with caplog.at_level("INFO", logger="textwsss.training.loop"):
+        fit(model, _regression(8), step, [{"params": model.parameters()}], cfg)
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["train epoch 1/2", "train epoch 2/2"]
+    assert "k 2.5000" in lines[0] and "k 6.5000" in lines[1], lines
+
+
+def test_the_wall_time_sums_the_epochs_to_a_tenth_of_a_second(tmp_path):
+    import time
+
+    def slow(m, batch, device):
+        time.sleep(0.2)
+        return _mse(m, batch, device)
+
+    model = _linear()
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=0.01, live_dir=tmp_path / "live")
+    start = time.perf_counter()
+    fit(model, _regression(4), slow, [{"params": model.parameters()}], cfg)
+    elapsed = time.perf_counter() - start
+    seconds = json.loads((tmp_path / "live" / "metrics.json").read_text())["seconds"]
+    # two epochs of one 0.2 s step each, within the call's own wall time, in tenths
+    assert 0.4 <= seconds <= elapsed + 0.05, (seconds, elapsed)
+    assert seconds == pytest.approx(round(seconds, 1), abs=1e-9)
+
+
+def test_every_epoch_shuffles_its_samples_anew(tmp_path):
+    seen = []
+
+    def step(m, batch, device):
+        seen.append(int(batch[0][0, 0]))
+        return {"total": (m(batch[0].float()) ** 2).mean()}
+
+    data = TensorDataset(torch.arange(8).repeat(3, 1).T.contiguous())  # sample i is (i, i, i)
+    model = _linear()
+    fit(model, data, step, [{"params": model.parameters()}], TrainConfig(epochs=2, batch_size=1, lr=0.0))
+    first, second = seen[:8], seen[8:]
+    assert sorted(first) == sorted(second) == list(range(8))
+    assert first != list(range(8)) and first != second
+
+
+def test_a_parameter_without_a_gradient_in_a_step_is_left_alone_by_it(tmp_path):
+    # zero_grad(set_to_none=True): a parameter the first step's loss reaches and no later one has no gradient
+    # after that step, so SGD skips it; a zeroed gradient would let the decay and the momentum move it on
+    model = _linear()
+    extra = torch.nn.Parameter(torch.ones(1))
+    calls = []
+
+    def step(m, batch, device):
+        calls.append(1)
+        losses = _mse(m, batch, device)
+        if len(calls) == 1:
+            losses = {**losses, "total": losses["total"] + (extra ** 2).sum()}
+        return losses
+
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=0.1, momentum=0.9, weight_decay=0.1, poly_power=0.0)
+    fit(model, _regression(4), step, [{"params": [*model.parameters(), extra]}], cfg)
+    # the one step: gradient 2 x 1 + decay 0.1 x 1 = 2.1, so 1 - 0.1 x 2.1
+    assert len(calls) == 4 and extra.item() == pytest.approx(0.79, abs=1e-6)
+
+
+def test_each_loader_worker_draws_its_own_numpy_numbers(tmp_path):
+    drawn = []
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.tensor([np.random.rand()], dtype=torch.float32)
+
+    def step(m, batch, device):
+        drawn.extend(batch.flatten().tolist())
+        return {"total": (m(batch.repeat(1, 3)) ** 2).mean()}
+
+    model = _linear()
+    fit(model, Noisy(), step, [{"params": model.parameters()}], TrainConfig(epochs=1, batch_size=1, lr=0.0, workers=2))
+    # two worker processes forked from one parent, each with a numpy generator of its own seed (PyTorch's worker
+    # loop and _worker_init both seed it): the same numbers in both would repeat every augmentation
+    assert len(drawn) == 8 and len(set(drawn)) == 8, drawn
+
+
+def test_the_checkpoint_before_is_resumed_when_the_last_is_missing(tmp_path):
+    # a kill between setting the last checkpoint aside and writing the new one leaves only the one before
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"epoch": 0, "fingerprint": "a"})
+    save_checkpoint(path, {"epoch": 1, "fingerprint": "a"})
+    path.unlink()
+    state, found = loop._load_checkpoint(TrainConfig(epochs=3, batch_size=1, lr=1.0, checkpoint=path, fingerprint="a"))
+    assert found == previous_checkpoint(path) and state["epoch"] == 0
+
+
+def test_the_damaged_checkpoint_is_moved_aside_by_default(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"garbage")
+    assert loop._load_checkpoint(TrainConfig(epochs=1, batch_size=1, lr=1.0, checkpoint=path)) == (None, None)
+    assert not path.exists() and (tmp_path / "ckpt.pt.corrupt").is_file()
+
+
+def test_under_torchrun_rank_1_leaves_a_damaged_checkpoint_to_rank_0(monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    (tmp_path / "ckpt.pt").write_bytes(b"garbage")
+    try:
+        model = _linear()
+        cfg = TrainConfig(epochs=1, batch_size=2, lr=0.01, checkpoint=tmp_path / "ckpt.pt")
+        fit(model, _regression(4), _mse, [{"params": model.parameters()}], cfg)
+    finally:
+        dist.destroy_process_group()
+    # two processes must not both move it: rank 0 does, rank 1 reads around it
+    assert (tmp_path / "ckpt.pt").read_bytes() == b"garbage" and not (tmp_path / "ckpt.pt.corrupt").exists()
