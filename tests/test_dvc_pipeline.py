@@ -14,7 +14,8 @@ ALL = ["prepare", "train_cam_baseline", "train_cam", "make_cam", "eval_cam", "ps
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     # cbs_threshold 0: every pair counts, so a change of gamma really changes the trained weights
-    # LEARNING: enough training that the scores can be held to a floor
+    # LEARNING: enough training that the scores can be held to a floor (the segmentation network on the train
+    # masks, seg.labels: gt; what it learns from pseudo-labels, test_dvc_resume's train_seg and test_stage_options)
     project = make_project(tmp_path_factory.mktemp("dvc"), {**LEARNING, "clims": {"cbs_threshold": 0.0}})
     result = run(project, "dvc", "repro")
     assert sorted(stages_run(result.stdout)) == sorted(ALL), result.stdout
@@ -87,47 +88,78 @@ def test_nothing_changed_reruns_only_the_data_check(project):
     assert "always changed" in status and "changed deps" not in status and "changed outs" not in status
 
 
-def test_clims_gamma_reruns_train_cam_and_what_follows(project):
-    set_param(project, "clims.gamma", 3.0)
-    ran = [s for s in stages_run(run(project, "dvc", "repro").stdout) if s != "prepare"]
-    assert "zeroshot" not in ran
-    assert ran[0] == "train_cam"
-    assert {"train_cam", "make_cam", "eval_cam", "pseudo_labels"} <= set(ran)
+def _stale(project) -> dict[str, set[str]]:
+    """{stage: the deps `dvc status` finds changed} (prepare, always changed, left out)."""
+    status = json.loads(run(project, "dvc", "status", "--json").stdout or "{}")
+    stale = {}
+    for stage, changes in status.items():
+        for change in changes:
+            if isinstance(change, dict):
+                stale.setdefault(stage, set()).update(change.get("changed deps", {}))
+    return stale
 
 
-def test_crf_iterations_reruns_only_pseudo_labels_and_what_follows(project):
+# The reruns below run their changed stage and what they must, not the networks downstream (the full repro took
+# minutes): `dvc status` then names exactly which stages the change has made stale and through which dep.
+def test_crf_iterations_reruns_only_pseudo_labels_and_makes_what_follows_stale(project):
     labels, cams = md5s(project / "data" / "pseudo_labels", "*.png"), md5s(project / "data" / "cams", "*.npz")
+    assert _stale(project) == {}
     set_param(project, "pseudo_labels.crf.iterations", 3)
-    ran = [s for s in stages_run(run(project, "dvc", "repro").stdout) if s != "prepare"]
-    assert ran[0] == "pseudo_labels"
-    assert not {"train_cam", "make_cam", "eval_cam", "zeroshot"} & set(ran)
-    assert "changed" not in run(project, "dvc", "status").stdout.replace("always changed", "")
+    assert set(_stale(project)) == {"pseudo_labels"}
+    ran = [s for s in stages_run(run(project, "dvc", "repro", "pseudo_labels").stdout) if s != "prepare"]
+    assert ran == ["pseudo_labels"]
     after = md5s(project / "data" / "pseudo_labels", "*.png")
     assert after.keys() == labels.keys() and len(after) == 8
     assert sum(after[k] != labels[k] for k in after) > 0  # the new iterations are in the labels
     assert md5s(project / "data" / "cams", "*.npz") == cams
+    # the two networks that learn from the labels are stale through them; nothing upstream or beside is
+    stale = _stale(project)
+    assert "data/pseudo_labels" in stale["train_irn"] and "data/pseudo_labels" in stale["train_seg"], stale
+    assert not {"prepare", "train_cam", "make_cam", "eval_cam", "pseudo_labels", "zeroshot", "tas"} & set(stale), stale
+
+
+def test_clims_gamma_reruns_train_cam_and_what_follows(project):
+    before = _stale(project)
+    set_param(project, "clims.gamma", 3.0)
+    assert set(_stale(project)) - set(before) == {"train_cam"}
+    ran = [s for s in stages_run(run(project, "dvc", "repro", "pseudo_labels", "eval_cam").stdout) if s != "prepare"]
+    # each ran because the one before it wrote other bytes: gamma changed the weights, the CAMs and the labels
+    assert ran[0] == "train_cam" and sorted(ran) == ["eval_cam", "make_cam", "pseudo_labels", "train_cam"], ran
+    stale = _stale(project)
+    assert "data/train_cam/model.pt" in stale["train_seg"] and "data/cams" in stale["random_walk"], stale
+    assert not {"train_cam_baseline", "zeroshot", "tas"} & set(stale), stale
 
 
 def test_bad_params_fail_through_dvc_with_the_message(project):
+    params = (project / "params.yaml").read_bytes()
     set_param(project, "train_cam.lr", -1.0)
     result = run(project, "dvc", "repro", check=False)
     assert result.returncode != 0
     assert "train_cam.lr" in result.stdout + result.stderr
-    set_param(project, "train_cam.lr", 0.01)
+    (project / "params.yaml").write_bytes(params)
 
 
-def test_changed_data_reruns_what_depends_on_it(project, tmp_path):
+def test_changed_data_makes_what_depends_on_it_stale(project):
     from PIL import Image
 
     mask_file = project.parent / "voc" / "SegmentationClass" / "syn_0010.png"  # a val mask
+    original = mask_file.read_bytes()
     with Image.open(mask_file) as im:
         palette, mask = im.getpalette(), np.array(im)
     mask[0, 0] = 0 if mask[0, 0] else 1
     edited = Image.fromarray(mask, mode="P")
     edited.putpalette(palette)
     edited.save(mask_file)
-    ran = stages_run(run(project, "dvc", "repro").stdout)
-    assert ran[0] == "prepare" and {"eval_seg", "zeroshot", "tas"} <= set(ran)
+    before = {stage: deps - {"data/prepared"} for stage, deps in _stale(project).items()}
+    assert stages_run(run(project, "dvc", "repro", "prepare").stdout) == ["prepare"]
+    stale = _stale(project)
+    # the stages that score on the val masks see the new dataset.json
+    for stage in ("eval_seg", "zeroshot", "tas"):
+        assert "data/prepared" in stale.get(stage, set()), (stage, stale)
+    # the mask back: the same dataset.json, and every stage is as stale as before the edit
+    mask_file.write_bytes(original)
+    run(project, "dvc", "repro", "prepare")
+    assert {stage: deps for stage, deps in _stale(project).items() if deps} == {s: d for s, d in before.items() if d}
 
 
 def test_make_cam_on_two_processes_writes_the_same_files(project):

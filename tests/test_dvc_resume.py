@@ -1,7 +1,9 @@
-"""kill -9 during a training stage, then `dvc repro`: training resumes from its last checkpoint and ends with the
-same weights and logged metrics as an uninterrupted run."""
+"""kill -9 during a training stage (the CAM network, the relation network, the segmentation network), then
+`dvc repro`: training resumes from its last checkpoint and ends with the same weights and logged metrics as an
+uninterrupted run."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +14,7 @@ import torch
 from pipeline_fixture import env, make_project, run, stages_run
 
 SETTINGS = {"cam": {"init": "imagenet"}, "train_cam": {"epochs": 3, "loss": "bce"},
-            "train_seg": {"epochs": 3}}
+            "train_irn": {"epochs": 3}, "train_seg": {"epochs": 3}}
 
 
 def _final(project, stage):
@@ -21,14 +23,19 @@ def _final(project, stage):
     return state, metrics
 
 
-@pytest.mark.parametrize("stage, before", [("train_cam", None), ("train_seg", "pseudo_labels")])
+# `before`: every stage upstream of `stage`
+@pytest.mark.parametrize("stage, before", [("train_cam", "train_cam_baseline"), ("train_irn", "pseudo_labels"),
+                                           ("train_seg", "random_walk")])
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, stage, before):
+    # the stages upstream run once: the killed project is a copy of the reference's repository (git, DVC cache,
+    # outputs; the same data root) taken before `stage` ran
     reference = make_project(tmp_path / "ref", SETTINGS)
-    run(reference, "dvc", "repro", stage)
+    run(reference, "dvc", "repro", before)
+    project = tmp_path / "killed"
+    shutil.copytree(reference, project, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
+    # prepare re-checks the data on every repro (always changed); nothing else upstream runs again
+    assert [s for s in stages_run(run(reference, "dvc", "repro", stage).stdout) if s != "prepare"] == [stage]
 
-    project = make_project(tmp_path / "killed", SETTINGS)
-    if before:
-        run(project, "dvc", "repro", before)
     proc = subprocess.Popen(["dvc", "repro", stage], cwd=project, env=env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = project / "data" / stage / "checkpoint.pt"
