@@ -171,6 +171,13 @@ VERDICTS: list[tuple[str, str, str, str]] = [
     ("losses.segmentation", "cross_entropy", r"weight\.to\(None\)",
      "left: a cast of the weights to the logits' dtype and device: with float32 logits on the CPU (every test) there "
      "is nothing to cast; float16 logits on CUDA outside autocast would tell"),
+    ("zeroshot.presence", "presence_scores", r'mode="bilinear", (align_corners=None)?\)\[0\]',
+     "equivalent: align_corners False is F.interpolate's default"),
+    ("zeroshot.presence", "presence_scores", r"softmax\(dim=\+1\)",
+     "equivalent: the logits are (N, concepts): dim 1 is dim -1"),
+    ("zeroshot.presence", "presence_scores", r"x\.to\(None\)",
+     "left: the move onto the matcher's device: on the CPU, where every test runs, there is nothing to move; a CUDA "
+     "matcher would tell"),
     ("zeroshot.presence", "presence_scores", r"batch_size: int = 17\)",
      "equivalent: the batch size only splits the images into batches; an image's score does not depend on its batch "
      "(the matcher runs in eval mode)"),

@@ -56,6 +56,45 @@ def test_imagenet_cam_is_higher_inside_the_object(voc_mini, image_id):
 
 
 # ---- label-free class choice -------------------------------------------------------------------------------
+def test_presence_class_f1_edge_cases_by_hand():
+    from textwsss.zeroshot.presence import class_f1
+
+    assert class_f1([[]], [[]]) == 100.0  # nothing to find and nothing claimed
+    assert class_f1([[0, 1]], [[0, 2]]) == pytest.approx(50.0)  # tp 1 of 2 predicted, 2 true: 2 x 1 / 4
+
+
+class _IntensityMatcher:
+    """A stand-in matcher by hand: an image's feature is (mean of its squared pixel values in [0, 1], 0, 0) and the
+    concepts are the unit vectors, so the logits are (m, 0, 0): p(first concept) = e^m / (e^m + 2)."""
+    input_size, device = 2, "cpu"
+
+    def encode_concepts(self, concepts):
+        return torch.eye(len(concepts))
+
+    def encode_images(self, x):
+        assert x.shape[1:] == (3, 2, 2), x.shape
+        return torch.stack([(x ** 2).mean((1, 2, 3)), torch.zeros(len(x)), torch.zeros(len(x))], 1)
+
+    def logits(self, image_feats, concept_feats):
+        return image_feats @ concept_feats.T
+
+
+def test_presence_scores_by_hand_with_a_stand_in_matcher():
+    from textwsss.zeroshot.presence import presence_scores
+
+    white = np.full((4, 4, 3), 255, np.uint8)  # m = 1
+    # a ramp 0, 85, 170, 255 along each row, resized to 2 x 2 (pixel centres, bilinear): 42.5 and 212.5, so
+    # m = ((1/6)^2 + (5/6)^2) / 2 = 13/36
+    ramp = np.tile(np.array([0, 85, 170, 255], np.uint8)[None, :, None], (2, 1, 3))
+    scores = presence_scores(_IntensityMatcher(), [white, ramp], ["a", "b"], ["sea"], batch_size=1)
+    p = [np.exp(m) / (np.exp(m) + 2) for m in (1.0, 13 / 36)]
+    assert scores.shape == (2, 2) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores[:, 0], p, rtol=1e-6)
+    np.testing.assert_allclose(scores[:, 1], [1 / (np.exp(m) + 2) for m in (1.0, 13 / 36)], rtol=1e-6)
+    empty = presence_scores(_IntensityMatcher(), [], ["a", "b"], ["sea"])
+    assert empty.shape == (0, 2) and empty.dtype == np.float32
+
+
 def test_presence_rules_by_hand():
     from textwsss.zeroshot.presence import class_f1, predict_classes, tune_presence_threshold
 
