@@ -24,7 +24,7 @@ def test_queued_experiments_run_with_a_relative_data_root(tmp_path):
         status = run(project, "dvc", "queue", "status").stdout
         if "Queued" not in status and "Running" not in status:
             break
-        time.sleep(5)
+        time.sleep(2)
     assert status.count("Success") == 2, status
     shown = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
     experiments = [e for rev in shown for e in (rev.get("experiments") or [])]
