@@ -273,7 +273,7 @@ def render(folder: Path = STUDIES) -> str:
               f"| boundary map ROC AUC (true boundary cells vs the rest) | {stat([r['boundary']['auc'] for r in runs], 2)} |",
               f"| mean boundary value on true boundary cells | {stat([r['boundary']['mean_on_boundary'] for r in runs], 2)} |",
               f"| mean boundary value elsewhere | {stat([r['boundary']['mean_elsewhere'] for r in runs], 2)} |",
-              "", "Wall time per seed (2 cores, shared with other work): "
+              "", "Wall time per seed (shared with other work): "
               + ", ".join(f"seed {r['seed']} {r['wall_s'] / 60:.1f} min on {r['cpu']}" for r in runs) + ".",
               "", "![mIoU against the background threshold](random_walk.png)", ""]
     lines += [f"![seed {s}: boundary maps and labels](random_walk_seed{s}_figure.png)" for s in seeds]

@@ -1,6 +1,7 @@
 """The training loop's parts on their own (fast): the config of a params section, optimizers and learning-rate
 schedules against hand-computed values, seeding, process ranks, checkpoint saving and reading, gradient clipping
 and what the loop logs."""
+import contextlib
 import json
 import math
 import random
@@ -178,7 +179,7 @@ def test_only_the_main_process_moves_a_damaged_checkpoint_aside(tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=1, lr=1.0, checkpoint=path)
     assert loop._load_checkpoint(cfg, main=False) == (None, None)
     assert path.read_bytes() == b"garbage" and not (tmp_path / "ckpt.pt.corrupt").exists()
-    assert loop._load_checkpoint(cfg, main=True) == (None, None)
+    assert loop._load_checkpoint(cfg) == (None, None)  # main by default
     assert not path.exists() and (tmp_path / "ckpt.pt.corrupt").read_bytes() == b"garbage"
     assert loop._load_checkpoint(TrainConfig(epochs=1, batch_size=1, lr=1.0), main=True) == (None, None)
 
@@ -308,15 +309,23 @@ def test_truncate_logs_drops_the_rows_of_the_partial_epoch(tmp_path):
     assert (tmp_path / "empty.tsv").read_text() == ""
 
 
-@pytest.mark.parametrize("rank", [0, 1])
-def test_under_torchrun_each_rank_trains_on_its_share_and_only_rank_0_writes(monkeypatch, tmp_path, rank):
+@contextlib.contextmanager
+def _as_rank_of_two(monkeypatch, tmp_path, rank):
+    """One real gloo process standing in for rank `rank` of 2: the loop shards the data as for 2 processes."""
     import torch.distributed as dist
 
-    # one real gloo process standing in for rank `rank` of 2: the loop shards the data as for 2 processes
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", str(rank))
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_torchrun_each_rank_trains_on_its_share_and_only_rank_0_writes(monkeypatch, tmp_path, rank):
+    with _as_rank_of_two(monkeypatch, tmp_path, rank):
         data = TensorDataset(torch.arange(10.0)[:, None], torch.zeros(10, 1))
         seen = []
 
@@ -328,8 +337,6 @@ def test_under_torchrun_each_rank_trains_on_its_share_and_only_rank_0_writes(mon
         cfg = TrainConfig(epochs=2, batch_size=2, lr=0.01, seed=3, checkpoint=tmp_path / "ckpt.pt",
                           live_dir=tmp_path / "live")
         fit(model, data, step, [{"params": model.parameters()}], cfg)
-    finally:
-        dist.destroy_process_group()
     # DistributedSampler's documented order: a permutation seeded with seed + epoch, every 2nd index from the
     # rank's own; 5 samples per rank in batches of 2, the last partial batch dropped
     expected = []
@@ -482,25 +489,11 @@ def test_the_checkpoint_before_is_resumed_when_the_last_is_missing(tmp_path):
     assert found == previous_checkpoint(path) and state["epoch"] == 0
 
 
-def test_the_damaged_checkpoint_is_moved_aside_by_default(tmp_path):
-    path = tmp_path / "ckpt.pt"
-    path.write_bytes(b"garbage")
-    assert loop._load_checkpoint(TrainConfig(epochs=1, batch_size=1, lr=1.0, checkpoint=path)) == (None, None)
-    assert not path.exists() and (tmp_path / "ckpt.pt.corrupt").is_file()
-
-
 def test_under_torchrun_rank_1_leaves_a_damaged_checkpoint_to_rank_0(monkeypatch, tmp_path):
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
     (tmp_path / "ckpt.pt").write_bytes(b"garbage")
-    try:
+    with _as_rank_of_two(monkeypatch, tmp_path, 1):
         model = _linear()
         cfg = TrainConfig(epochs=1, batch_size=2, lr=0.01, checkpoint=tmp_path / "ckpt.pt")
         fit(model, _regression(4), _mse, [{"params": model.parameters()}], cfg)
-    finally:
-        dist.destroy_process_group()
     # two processes must not both move it: rank 0 does, rank 1 reads around it
     assert (tmp_path / "ckpt.pt").read_bytes() == b"garbage" and not (tmp_path / "ckpt.pt.corrupt").exists()
